@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.h - the per-process engine state shared by scan.c, options.c and
+ * engine.c.  One instance exists per process (ksmu_engine_get()).
+ */
+#ifndef KSMU_ENGINE_H
+#define KSMU_ENGINE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ksmu.h"
+#include "pagemap.h"
+#include "region.h"
+#include "rmap.h"
+#include "stable.h"
+#include "uffd.h"
+#include "unstable.h"
+
+/**
+ * struct ksmu_knobs - the tunables, with /sys/kernel/mm/ksm names.
+ * @dirty_tracker: ksmu knob, enum ksmu_dirty_tracker requested (0: best)
+ */
+struct ksmu_knobs {
+	unsigned long run;
+	unsigned long pages_to_scan;
+	unsigned long sleep_millisecs;
+	unsigned long max_page_sharing;
+	unsigned long merge_across_nodes;
+	unsigned long use_zero_pages;
+	unsigned long stable_node_chains_prune_millisecs;
+	unsigned long smart_scan;
+	unsigned long dirty_tracker;
+};
+
+/**
+ * struct ksmu_counters - cumulative and current counts (see struct ksmu_stats).
+ * @rmap_items: items with KSMU_ITEM_HASHED (pages seen present and hashed)
+ * @zero_items: items with KSMU_ITEM_ZERO
+ */
+struct ksmu_counters {
+	uint64_t pages_scanned;
+	uint64_t pages_skipped;
+	uint64_t full_scans;
+	uint64_t pages_hashed;
+	uint64_t pages_clean;
+	uint64_t pages_compared;
+	uint64_t hash_collisions;
+	uint64_t scan_cpu_ns;
+	uint64_t rmap_items;
+	uint64_t zero_items;
+};
+
+#define KSMU_BATCH_PAGES 64
+
+/**
+ * struct ksmu_engine - everything the engine owns.
+ * @lock:        protects every field below except @thread_* handshakes noted
+ * @wake:        the scanner sleeps on it; signalled on knob changes and stop
+ * @thread:      the scanner thread, valid while @thread_running
+ * @thread_running: a scanner thread exists
+ * @thread_stop: asks the thread to exit
+ * @arena:       rmap item chunks
+ * @regions:     registered regions by address
+ * @nr_regions:  number of regions
+ * @pages_tracked: pages in all regions
+ * @cursor:      region the scanner visits next (NULL: start of a pass)
+ * @cursor_idx:  page index inside @cursor
+ * @stable:      stable tree
+ * @unstable:    unstable tree
+ * @knobs:       tunables
+ * @cnt:         counters
+ * @pm:          /proc/self/pagemap access
+ * @tracker:     async write-protect userfaultfd (fd -1 if unused)
+ * @tracker_mode: enum ksmu_dirty_tracker in effect for new regions
+ * @batch_buf:   KSMU_BATCH_PAGES pages of content being processed
+ * @cand_buf:    one page: the candidate a page is compared against
+ * @runs:        scratch for pagemap answers
+ * @wruns:       scratch for written runs
+ * @need_child_restart: set in a forked child until its thread is restarted
+ */
+struct ksmu_engine {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_t thread;
+	bool thread_running;
+	bool thread_stop;
+
+	struct ksmu_arena arena;
+	struct ksmu_rb_root regions;
+	size_t nr_regions;
+	size_t pages_tracked;
+	struct ksmu_region *cursor;
+	size_t cursor_idx;
+
+	struct ksmu_stable_tree stable;
+	struct ksmu_unstable_tree unstable;
+
+	struct ksmu_knobs knobs;
+	struct ksmu_counters cnt;
+
+	struct ksmu_pagemap pm;
+	struct ksmu_tracker tracker;
+	int tracker_mode;
+
+	uint8_t *batch_buf;
+	uint8_t *cand_buf;
+	struct ksmu_pm_run *runs;
+	struct ksmu_pm_run *wruns;
+	bool need_child_restart;
+};
+
+/** The process's engine, initialised on first use; NULL if that failed. */
+struct ksmu_engine *ksmu_engine_get(void);
+
+/* scan.c */
+/** Examine up to @budget present pages from the cursor on.  Return: pages examined or -errno. */
+long ksmu_scan_batch(struct ksmu_engine *e, size_t budget);
+/** Take every item of @r out of the trees and forget its state. */
+void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r);
+/** Forget every item's state (tracker change): next visit re-hashes. */
+void ksmu_scan_forget_all(struct ksmu_engine *e);
+/** Engine metadata in bytes (for general_profit). */
+uint64_t ksmu_scan_metadata_bytes(const struct ksmu_engine *e);
+
+/* options.c */
+void ksmu_knobs_default(struct ksmu_knobs *k);
+/** Validate and apply; engine lock held.  Return: 0 or -errno. */
+int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value);
+/** Read a knob or counter by name; engine lock held.  Return: 0 or -EINVAL. */
+int ksmu_knob_get(struct ksmu_engine *e, const char *name, unsigned long *value);
+/** Fill @s from the engine; engine lock held. */
+void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s);
+
+/* engine.c */
+/** Switch the tracker for all regions (dirty_tracker knob); lock held. */
+int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode);
+
+#endif /* KSMU_ENGINE_H */

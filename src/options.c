@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * options.c - the tunables and counters, under their /sys/kernel/mm/ksm names.
+ *
+ * DESIGN
+ *   One table lists every name the API accepts, with its validation rule, so
+ *   that ksmu_set_tunable(), ksmu_get_tunable(), the stats struct and later
+ *   the CLI and the environment-variable parser agree on names and limits.
+ *   Validation mirrors mm/ksm.c's sysfs store functions: values parse as
+ *   unsigned int (so anything above UINT_MAX is -EINVAL), run accepts 0..2,
+ *   max_page_sharing >= 2, booleans 0..1, and the knobs that change the
+ *   meaning of existing stable nodes (max_page_sharing, merge_across_nodes)
+ *   are -EBUSY while pages are shared.  Counters are read-only: setting one is
+ *   -EINVAL, as an unknown name is.
+ *
+ * INVARIANTS
+ *   A rejected value changes nothing.
+ *
+ * LOCKING / THREADS
+ *   Called with the engine lock held.
+ *
+ * KERNEL REQUIREMENTS
+ *   None.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "engine.h"
+#include "probe.h"
+
+enum knob_rule { RULE_UINT, RULE_BOOL, RULE_RUN, RULE_MPS, RULE_TRACKER, RULE_RO };
+
+struct knob_desc {
+	const char *name;
+	enum knob_rule rule;
+	size_t knob_off; /* offset in struct ksmu_knobs, for writable knobs */
+	size_t stat_off; /* offset in struct ksmu_stats, for reading */
+	bool busy_if_shared;
+};
+
+#define KNOB(n, r, busy) \
+	{ #n, r, offsetof(struct ksmu_knobs, n), offsetof(struct ksmu_stats, n), busy }
+#define STAT(n) { #n, RULE_RO, 0, offsetof(struct ksmu_stats, n), false }
+
+static const struct knob_desc knob_table[] = {
+	KNOB(run, RULE_RUN, false),
+	KNOB(pages_to_scan, RULE_UINT, false),
+	KNOB(sleep_millisecs, RULE_UINT, false),
+	KNOB(max_page_sharing, RULE_MPS, true),
+	KNOB(merge_across_nodes, RULE_BOOL, true),
+	KNOB(use_zero_pages, RULE_BOOL, false),
+	KNOB(stable_node_chains_prune_millisecs, RULE_UINT, false),
+	KNOB(smart_scan, RULE_BOOL, false),
+	{ "dirty_tracker", RULE_TRACKER, offsetof(struct ksmu_knobs, dirty_tracker),
+	  offsetof(struct ksmu_stats, dirty_tracker), false },
+	STAT(pages_shared),
+	STAT(pages_sharing),
+	STAT(pages_unshared),
+	STAT(pages_volatile),
+	STAT(pages_scanned),
+	STAT(pages_skipped),
+	STAT(full_scans),
+	STAT(stable_node_chains),
+	STAT(stable_node_dups),
+	STAT(ksm_zero_pages),
+	STAT(general_profit),
+};
+
+void ksmu_knobs_default(struct ksmu_knobs *k)
+{
+	/* The kernel's defaults (mm/ksm.c), so that ksmu behaves like KSM out of the box. */
+	k->run = KSMU_RUN_MERGE;
+	k->pages_to_scan = 100;
+	k->sleep_millisecs = 20;
+	k->max_page_sharing = 256;
+	k->merge_across_nodes = 1;
+	k->use_zero_pages = 0;
+	k->stable_node_chains_prune_millisecs = 2000;
+	k->smart_scan = 1;
+	k->dirty_tracker = 0;
+}
+
+/* Merged pages in use; release 0.1 detects only, so there are none yet. */
+static uint64_t pages_shared(const struct ksmu_engine *e)
+{
+	(void)e;
+	return 0;
+}
+
+static const struct knob_desc *find_knob(const char *name)
+{
+	size_t i;
+
+	if (!name)
+		return NULL;
+	for (i = 0; i < KSMU_ARRAY_SIZE(knob_table); i++)
+		if (!strcmp(knob_table[i].name, name))
+			return &knob_table[i];
+	return NULL;
+}
+
+int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
+{
+	const struct knob_desc *d = find_knob(name);
+	unsigned long *slot;
+	int ret;
+
+	if (!d || d->rule == RULE_RO)
+		return -EINVAL;
+	if (value > UINT_MAX)
+		return -EINVAL;
+	switch (d->rule) {
+	case RULE_BOOL:
+		if (value > 1)
+			return -EINVAL;
+		break;
+	case RULE_RUN:
+		if (value > KSMU_RUN_UNMERGE)
+			return -EINVAL;
+		break;
+	case RULE_MPS:
+		if (value < 2)
+			return -EINVAL;
+		break;
+	case RULE_TRACKER:
+		if (value > KSMU_TRACK_WP_ASYNC)
+			return -EINVAL;
+		break;
+	default:
+		break;
+	}
+	slot = (unsigned long *)(void *)((char *)&e->knobs + d->knob_off);
+	if (*slot == value)
+		return 0;
+	if (d->busy_if_shared && pages_shared(e))
+		return -EBUSY;
+	if (d->rule == RULE_TRACKER) {
+		ret = ksmu_engine_set_tracker(e, (int)value);
+		if (ret)
+			return ret;
+	}
+	*slot = value;
+	if (d->rule == RULE_RUN && value == KSMU_RUN_UNMERGE) {
+		/*
+		 * As the kernel's unmerge_and_remove_all_rmap_items(): give back
+		 * every merged page (none exist in 0.1) and drop all tracking
+		 * state; run stays 2, which the scanner treats as stopped.
+		 */
+		ksmu_scan_forget_all(e);
+	}
+	return 0;
+}
+
+int ksmu_knob_get(struct ksmu_engine *e, const char *name, unsigned long *value)
+{
+	const struct knob_desc *d = find_knob(name);
+	struct ksmu_stats s;
+	uint64_t v;
+
+	if (!d || !value)
+		return -EINVAL;
+	ksmu_stats_fill(e, &s);
+	memcpy(&v, (const char *)&s + d->stat_off, sizeof(v));
+	*value = (unsigned long)v;
+	return 0;
+}
+
+void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
+{
+	const struct ksmu_counters *c = &e->cnt;
+	uint64_t meta = ksmu_scan_metadata_bytes(e);
+	uint64_t est_shared = e->stable.nr_nodes;
+	uint64_t est_sharing = e->stable.nr_members - e->stable.nr_nodes;
+
+	memset(s, 0, sizeof(*s));
+	/* Nothing is merged in release 0.1: the kernel's counters say so. */
+	s->pages_shared = pages_shared(e);
+	s->pages_sharing = 0;
+	s->pages_unshared = e->unstable.nr;
+	/* KSM: rmap_items - shared - sharing - unshared; pages found equal are not volatile. */
+	s->pages_volatile = c->rmap_items - e->stable.nr_members - e->unstable.nr - c->zero_items;
+	s->pages_scanned = c->pages_scanned;
+	s->pages_skipped = c->pages_skipped;
+	s->full_scans = c->full_scans;
+	s->stable_node_chains = e->stable.nr_chains;
+	s->stable_node_dups = e->stable.nr_dups;
+	s->ksm_zero_pages = 0;
+	s->general_profit = -(int64_t)meta;
+
+	s->run = e->knobs.run;
+	s->pages_to_scan = e->knobs.pages_to_scan;
+	s->sleep_millisecs = e->knobs.sleep_millisecs;
+	s->max_page_sharing = e->knobs.max_page_sharing;
+	s->merge_across_nodes = e->knobs.merge_across_nodes;
+	s->use_zero_pages = e->knobs.use_zero_pages;
+	s->stable_node_chains_prune_millisecs = e->knobs.stable_node_chains_prune_millisecs;
+	s->smart_scan = e->knobs.smart_scan;
+
+	s->rmap_items = c->rmap_items;
+	s->pages_tracked = e->pages_tracked;
+	s->regions = e->nr_regions;
+	s->pages_hashed = c->pages_hashed;
+	s->pages_clean = c->pages_clean;
+	s->pages_compared = c->pages_compared;
+	s->hash_collisions = c->hash_collisions;
+	s->metadata_bytes = meta;
+	s->rmap_item_size = sizeof(struct ksmu_rmap_item);
+	s->dirty_tracker = (uint64_t)e->tracker_mode;
+	s->scan_cpu_ns = c->scan_cpu_ns;
+
+	s->est_pages_shared = est_shared;
+	s->est_pages_sharing = est_sharing;
+	s->est_zero_pages = c->zero_items;
+	s->est_profit = (int64_t)((est_sharing + c->zero_items) * KSMU_PAGE_SIZE) - (int64_t)meta;
+}

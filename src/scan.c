@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scan.c - the scanner: walks registered memory in batches, hashes the
+ * pages that changed, and finds duplicates through the stable and unstable
+ * trees (KSM's ksm_do_scan / cmp_and_merge_page).
+ *
+ * DESIGN
+ *   A cursor (region, page index) walks all regions in address order; one
+ *   batch examines up to pages_to_scan present pages, and a full pass ends
+ *   when the cursor wraps (full_scans++).  For each stretch of a region the
+ *   scanner asks the page tables two questions (pagemap.c):
+ *     1. which pages are present (PAGEMAP_SCAN, 1.5-4.6 ns/page);
+ *     2. for regions under the async write-protect tracker, which of them
+ *        were written since the last visit (and re-protect them atomically).
+ *   Then, per page:
+ *     - absent: if it was tracked, its record is forgotten (the application
+ *       dropped it: MADV_DONTNEED, MADV_FREE reclaimed, munmap);
+ *     - present, hashed, not written, settled in a tree: nothing to do.
+ *       This is where exact dirty tracking wins: kernel KSM re-reads and
+ *       re-hashes every page every pass, ksmu touches only its 32-byte record;
+ *     - otherwise the page is read (process_vm_readv, batched by 64) and
+ *       hashed with XXH3, and then:
+ *         first visit         -> look for a duplicate now (see below);
+ *         hash unchanged      -> stays where it is (or, if it was volatile,
+ *                                looks for a duplicate now);
+ *         hash changed        -> leaves its tree, becomes volatile.
+ *   "Look for a duplicate" is KSM's order: the stable tree first (nodes of
+ *   the same key, compared in full against the node's page), then the
+ *   unstable tree (items of the same key, compared in full); a match in the
+ *   unstable tree creates a stable node holding both pages; no match inserts
+ *   the page into the unstable tree.
+ *
+ *   Two deliberate departures from KSM, both on convergence speed:
+ *     - A page seen for the first time is searched for at once instead of
+ *       one pass later: KSM's wait exists to filter volatile pages, and a
+ *       page that then changes is simply taken out again on its next visit
+ *       (it is "volatile" from then on, as in KSM).  Duplicates therefore
+ *       show up in one pass rather than two.
+ *     - The unstable tree is not thrown away at the end of a pass: its keys
+ *       are stored integers, so changes cannot corrupt it (unstable.c); the
+ *       entries of pages that changed are removed when those pages are
+ *       visited, which rebuilds exactly the part of the tree that changed.
+ *
+ *   smart_scan: in checksum mode (no tracker), a page that stayed unique and
+ *   unchanged for several visits is re-hashed only every 2nd, 4th, then 8th
+ *   pass (pages_skipped), as KSM's smart scan does.  Tracked pages need no
+ *   such heuristic: unchanged pages are never re-hashed.
+ *
+ *   Release 0.1 stops at detection: a stable node records pages of equal
+ *   content (its "canonical" member holds the reference content) and feeds
+ *   the est_* estimate; no page is modified.  Since the reference content is
+ *   then a live page, a node is only as good as its last check: every page
+ *   that changes leaves its node on its next visit, and a node left with a
+ *   single page is dissolved back into the unstable tree.
+ *
+ * INVARIANTS
+ *   - An item is in at most one of: unstable tree, a stable node, the zero
+ *     set (KSMU_ITEM_ZERO); only HASHED items are in any of them.
+ *   - chunk->nr_hashed == number of HASHED items of the chunk; the counter
+ *     rmap_items is their total, zero_items the number of ZERO items.
+ *   - No page is counted as a duplicate of another unless their contents
+ *     were compared in full (ksmu_pages_equal) during this visit.
+ *
+ * LOCKING / THREADS
+ *   Everything runs with the engine lock held, in the scanner thread or in
+ *   a thread inside ksmu_scan_full().
+ *
+ * RACES
+ *   Application threads run freely while a batch runs.  A page may change
+ *   between being read and being compared with a candidate: the comparison
+ *   uses the copy read into batch_buf, so the worst outcome is a record that
+ *   is already stale, which the tracker (or the checksum) reports on the
+ *   next visit, where the page leaves its node.  A candidate may have been
+ *   zapped: its presence is checked before it is read, so the scanner does
+ *   not fault fresh pages into the application.  A range may be unmapped
+ *   while it is read: process_vm_readv fails with EFAULT for that page and
+ *   the page's record is forgotten.  Nothing here writes application memory.
+ *
+ * KERNEL REQUIREMENTS
+ *   pagemap.c and uffd.c requirements; none of its own.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#define LOG_PREFIX "scan: "
+#include "engine.h"
+#include "hash.h"
+#include "log.h"
+
+#define SCAN_MAX_RUNS KSMU_PM_VEC_LEN
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void item_set_hashed(struct ksmu_engine *e, struct ksmu_rmap_item *it, uint64_t key)
+{
+	if (!(ksmu_item_flags(it) & KSMU_ITEM_HASHED)) {
+		ksmu_item_set_flags(it, KSMU_ITEM_HASHED);
+		ksmu_item_chunk(it)->nr_hashed++;
+		e->cnt.rmap_items++;
+	}
+	ksmu_item_set_key(it, key);
+}
+
+static void item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it);
+
+/*
+ * A stable node whose members dropped to one saves nothing any more: give
+ * the last page back to the unstable tree so that it can pair again.
+ */
+static void settle_node(struct ksmu_engine *e, struct ksmu_stable_node *sn)
+{
+	struct ksmu_rmap_item *last;
+
+	if (sn->nr_members > 1)
+		return;
+	last = sn->members;
+	if (last)
+		ksmu_stable_remove(&e->stable, last);
+	ksmu_stable_free(&e->stable, sn);
+	if (last)
+		ksmu_unstable_insert(&e->unstable, last);
+}
+
+/* Take @it out of whatever it is in; it keeps its hash. */
+static void item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	unsigned int f = ksmu_item_flags(it);
+
+	if (f & KSMU_ITEM_UNSTABLE)
+		ksmu_unstable_erase(&e->unstable, it);
+	else if (f & KSMU_ITEM_STABLE)
+		settle_node(e, ksmu_stable_remove(&e->stable, it));
+	if (f & KSMU_ITEM_ZERO) {
+		ksmu_item_clear_flags(it, KSMU_ITEM_ZERO);
+		e->cnt.zero_items--;
+	}
+}
+
+/* Forget everything about @it: the page is gone or no longer tracked. */
+static void item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	if (!(ksmu_item_flags(it) & KSMU_ITEM_HASHED))
+		return;
+	item_detach(e, it);
+	ksmu_item_chunk(it)->nr_hashed--;
+	e->cnt.rmap_items--;
+	it->hash_flags = 0;
+}
+
+/*
+ * Compare @page (our copy) with the live page at @addr.  Returns true only
+ * on full equality.  A candidate that is not present any more is not read
+ * (reading would fault a fresh page into the application).
+ */
+static bool same_content(struct ksmu_engine *e, uintptr_t addr, const void *page, uint64_t key)
+{
+	uint8_t ok = 0;
+
+	if (ksmu_pagemap_is_present(&e->pm, addr) != 1)
+		return false;
+	if (ksmu_mem_read(&e->pm, &addr, 1, e->cand_buf, &ok) != 1 || !ok)
+		return false;
+	e->cnt.pages_compared++;
+	if (ksmu_pages_equal(e->cand_buf, page))
+		return true;
+	/* Same key, different content: a real collision, or a stale entry. */
+	if (ksmu_hash_to_key(ksmu_hash_page(e->cand_buf)) == key)
+		e->cnt.hash_collisions++;
+	return false;
+}
+
+/* KSM's cmp_and_merge_page() for a page in no tree, with content @page. */
+static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, const void *page,
+			   uint64_t key)
+{
+	struct ksmu_stable_node *sn, *full = NULL;
+	struct ksmu_rmap_item *cand;
+
+	if (e->knobs.use_zero_pages && ksmu_page_is_zero(page)) {
+		ksmu_item_set_flags(it, KSMU_ITEM_ZERO);
+		e->cnt.zero_items++;
+		return;
+	}
+
+	for (sn = ksmu_stable_first(&e->stable, key); sn; sn = ksmu_stable_next_same(sn)) {
+		if (!sn->canonical || !same_content(e, ksmu_item_addr(sn->canonical), page, key))
+			continue;
+		if (sn->nr_members < e->knobs.max_page_sharing) {
+			ksmu_stable_add(&e->stable, sn, it);
+			ksmu_item_set_age(it, 0);
+			return;
+		}
+		full = sn; /* same content, but full: a new dup may start a chain */
+	}
+
+	for (cand = ksmu_unstable_first(&e->unstable, key); cand;
+	     cand = ksmu_unstable_next_same(cand)) {
+		if (!same_content(e, ksmu_item_addr(cand), page, key))
+			continue;
+		sn = ksmu_stable_new(&e->stable, key);
+		if (!sn)
+			break; /* out of memory: keep the page unshared */
+		ksmu_unstable_erase(&e->unstable, cand);
+		ksmu_stable_add(&e->stable, sn, cand);
+		ksmu_stable_add(&e->stable, sn, it);
+		ksmu_item_set_age(cand, 0);
+		ksmu_item_set_age(it, 0);
+		if (full)
+			ksmu_stable_chain(&e->stable, full, sn);
+		return;
+	}
+	ksmu_unstable_insert(&e->unstable, it);
+}
+
+/* Process pages whose content was just read into batch_buf. */
+static void flush_batch(struct ksmu_engine *e, struct ksmu_rmap_item **items, uintptr_t *addrs,
+			size_t n)
+{
+	uint8_t ok[KSMU_BATCH_PAGES];
+	long r;
+	size_t i;
+
+	if (!n)
+		return;
+	r = ksmu_mem_read(&e->pm, addrs, n, e->batch_buf, ok);
+	if (r < 0) {
+		pr_warn("reading %zu pages failed: %s", n, strerror((int)-r));
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		struct ksmu_rmap_item *it = items[i];
+		const void *page = e->batch_buf + (i << KSMU_PAGE_SHIFT);
+		unsigned int f = ksmu_item_flags(it);
+		uint64_t key;
+
+		if (!ok[i]) {
+			item_forget(e, it); /* unmapped or made inaccessible meanwhile */
+			continue;
+		}
+		key = ksmu_hash_to_key(ksmu_hash_page(page));
+		e->cnt.pages_hashed++;
+		if (!(f & KSMU_ITEM_HASHED)) {
+			item_set_hashed(e, it, key);
+			find_duplicate(e, it, page, key);
+		} else if (key == ksmu_item_key(it)) {
+			if (f & (KSMU_ITEM_UNSTABLE | KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)) {
+				if (f & KSMU_ITEM_UNSTABLE)
+					ksmu_item_set_age(it, ksmu_item_age(it) + 1);
+				continue;
+			}
+			ksmu_item_clear_flags(it, KSMU_ITEM_VOLATILE);
+			find_duplicate(e, it, page, key);
+		} else {
+			item_detach(e, it);
+			item_set_hashed(e, it, key);
+			ksmu_item_set_flags(it, KSMU_ITEM_VOLATILE);
+			ksmu_item_set_age(it, 0);
+		}
+	}
+}
+
+/* Forget tracked pages in [a, b) of @r: they are not present any more. */
+static void forget_absent(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b)
+{
+	size_t idx = (a - r->start) >> KSMU_PAGE_SHIFT;
+	size_t end = (b - r->start) >> KSMU_PAGE_SHIFT;
+
+	while (idx < end) {
+		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
+		size_t chunk_end = KSMU_MIN(end, (idx / KSMU_CHUNK_ITEMS + 1) * KSMU_CHUNK_ITEMS);
+
+		if (c->nr_hashed) {
+			/* Only chunks with hashed items are read: others stay unallocated. */
+			for (; idx < chunk_end; idx++)
+				item_forget(e, ksmu_region_item(r, idx));
+		}
+		idx = chunk_end;
+	}
+}
+
+static bool smart_skip(const struct ksmu_engine *e, const struct ksmu_rmap_item *it)
+{
+	unsigned int age = ksmu_item_age(it);
+	unsigned int period;
+
+	if (!e->knobs.smart_scan || age < 2 || !(ksmu_item_flags(it) & KSMU_ITEM_UNSTABLE))
+		return false;
+	period = 1u << KSMU_MIN(age - 1, 3u);
+	return e->cnt.full_scans % period != 0;
+}
+
+/*
+ * Collect the written runs of [from, *to) for a tracked region.  If the
+ * answer does not fit, *to is pulled back to where it is complete.
+ */
+static int collect_written(struct ksmu_engine *e, uintptr_t from, uintptr_t *to, size_t *nw)
+{
+	uintptr_t pos = from, walk_end;
+	size_t have = 0;
+
+	while (pos < *to) {
+		int n;
+
+		if (have == SCAN_MAX_RUNS) {
+			*to = pos;
+			break;
+		}
+		n = ksmu_pagemap_written(&e->pm, pos, *to, e->wruns + have, SCAN_MAX_RUNS - have,
+					 &walk_end);
+		if (n < 0)
+			return n;
+		have += (size_t)n;
+		if (walk_end <= pos)
+			break;
+		pos = walk_end;
+	}
+	*nw = have;
+	return 0;
+}
+
+struct rearm {
+	struct ksmu_engine *e;
+	size_t covered;
+	bool failed;
+};
+
+static int rearm_cb(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	struct rearm *ra = arg;
+
+	if (ksmu_tracker_register(&ra->e->tracker, lo, hi - lo))
+		ra->failed = true;
+	ra->covered += hi - lo;
+	return 0;
+}
+
+/*
+ * PAGEMAP_SCAN with PM_SCAN_CHECK_WPASYNC failed with EPERM: part of @r is
+ * now a VMA that the tracker does not cover (the application unmapped and
+ * mapped again, or mremap()ed, inside the region).  Register what is
+ * eligible again; if anything in the region is not (a hole, a file or
+ * shared mapping), the region is tracked by checksum from now on.
+ */
+static void rearm_region(struct ksmu_engine *e, struct ksmu_region *r)
+{
+	struct rearm ra = { e, 0, false };
+
+	ksmu_maps_walk(r->start, r->end, rearm_cb, &ra);
+	if (ra.failed || ra.covered != r->end - r->start) {
+		r->wp_tracked = false;
+		pr_info("region %#lx-%#lx changed under the tracker; using checksums for it",
+			(unsigned long)r->start, (unsigned long)r->end);
+	}
+}
+
+/*
+ * Examine [from, to) of @r given the present runs and, if @all_written is
+ * false and the region is tracked, the written runs; returns pages examined.
+ */
+static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t from,
+			    uintptr_t to, size_t nruns, size_t nw, bool all_written)
+{
+	struct ksmu_rmap_item *items[KSMU_BATCH_PAGES];
+	uintptr_t addrs[KSMU_BATCH_PAGES];
+	size_t nb = 0, examined = 0, i, w = 0;
+	uintptr_t pos = from;
+
+	for (i = 0; i < nruns; i++) {
+		uintptr_t a = KSMU_MAX(e->runs[i].start, from);
+		uintptr_t b = KSMU_MIN(e->runs[i].end, to);
+
+		if (a >= b)
+			continue;
+		if (a > pos)
+			forget_absent(e, r, pos, a);
+		for (; a < b; a += KSMU_PAGE_SIZE) {
+			struct ksmu_rmap_item *it =
+				ksmu_region_item(r, (a - r->start) >> KSMU_PAGE_SHIFT);
+			unsigned int f = ksmu_item_flags(it);
+			bool written = true;
+
+			examined++;
+			e->cnt.pages_scanned++;
+			if (r->wp_tracked && !all_written) {
+				while (w < nw && e->wruns[w].end <= a)
+					w++;
+				written = w < nw && e->wruns[w].start <= a;
+			}
+			if ((f & KSMU_ITEM_HASHED) && !written) {
+				e->cnt.pages_clean++;
+				if (f & (KSMU_ITEM_UNSTABLE | KSMU_ITEM_STABLE | KSMU_ITEM_ZERO))
+					continue;
+				/* volatile last time, unchanged since: worth a search now */
+			} else if ((f & KSMU_ITEM_HASHED) && !r->wp_tracked && !all_written &&
+				   smart_skip(e, it)) {
+				e->cnt.pages_skipped++;
+				continue;
+			}
+			items[nb] = it;
+			addrs[nb] = a;
+			if (++nb == KSMU_BATCH_PAGES) {
+				flush_batch(e, items, addrs, nb);
+				nb = 0;
+			}
+		}
+		pos = b;
+	}
+	flush_batch(e, items, addrs, nb);
+	if (pos < to)
+		forget_absent(e, r, pos, to);
+	return examined;
+}
+
+long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
+{
+	uint64_t t0 = thread_cpu_ns();
+	size_t examined = 0;
+	long ret = 0;
+
+	if (!e->nr_regions || !budget)
+		return 0;
+	while (examined < budget) {
+		struct ksmu_region *r;
+		uintptr_t from, walk_end;
+		size_t nw = 0;
+		bool all_written = false;
+		int n;
+
+		if (!e->cursor) {
+			e->cursor = ksmu_region_first(&e->regions);
+			e->cursor_idx = 0;
+		}
+		r = e->cursor;
+		from = r->start + (e->cursor_idx << KSMU_PAGE_SHIFT);
+		n = ksmu_pagemap_present(&e->pm, from, r->end, budget - examined, e->runs,
+					 SCAN_MAX_RUNS, &walk_end);
+		if (n < 0) {
+			ret = n;
+			break;
+		}
+		if (walk_end <= from || walk_end > r->end)
+			walk_end = r->end; /* defensive: always make progress */
+		if (r->wp_tracked) {
+			int err = collect_written(e, from, &walk_end, &nw);
+
+			if (err == -EPERM) {
+				/*
+				 * The walk may have re-protected written pages before it
+				 * hit the foreign VMA, and their "written" answer is
+				 * lost: treat the whole stretch as written this time.
+				 */
+				rearm_region(e, r);
+				all_written = true;
+			} else if (err < 0) {
+				ret = err;
+				break;
+			}
+		}
+		examined += process_range(e, r, from, walk_end, (size_t)n, nw, all_written);
+		e->cursor_idx = (walk_end - r->start) >> KSMU_PAGE_SHIFT;
+		if (e->cursor_idx >= r->nr_pages) {
+			e->cursor = ksmu_region_next(r);
+			e->cursor_idx = 0;
+			if (!e->cursor) {
+				/* A pass ends; a batch never runs across two passes. */
+				e->cnt.full_scans++;
+				break;
+			}
+		}
+	}
+	e->cnt.scan_cpu_ns += thread_cpu_ns() - t0;
+	return ret < 0 ? ret : (long)examined;
+}
+
+void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r)
+{
+	forget_absent(e, r, r->start, r->end);
+}
+
+void ksmu_scan_forget_all(struct ksmu_engine *e)
+{
+	struct ksmu_region *r;
+
+	for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
+		ksmu_scan_forget_region(e, r);
+}
+
+uint64_t ksmu_scan_metadata_bytes(const struct ksmu_engine *e)
+{
+	uint64_t b = 0;
+
+	b += e->cnt.rmap_items * sizeof(struct ksmu_rmap_item);
+	b += e->arena.nr_used * KSMU_PAGE_SIZE; /* chunk header pages */
+	b += e->nr_regions * sizeof(struct ksmu_region);
+	b += e->stable.nr_nodes * sizeof(struct ksmu_stable_node);
+	b += (KSMU_BATCH_PAGES + 1) * KSMU_PAGE_SIZE;
+	b += 2 * SCAN_MAX_RUNS * sizeof(struct ksmu_pm_run);
+	return b;
+}
