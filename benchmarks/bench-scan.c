@@ -185,10 +185,10 @@ static double pass_ns_per_page(const struct pass *p)
 
 static void print_pass(const char *name, const struct pass *p)
 {
-	printf("%-10s %12" PRIu64 " %9.1f %9.3f %9.3f %9.3f %10" PRIu64 " %10" PRIu64
+	printf("%-10s %12" PRIu64 " %9.1f %10.3f %10.3f %10.3f %10" PRIu64 " %10" PRIu64
 	       " %10" PRIu64 " %5" PRIu64 "\n",
-	       name, pass_pps(p), pass_ns_per_page(p), p->wall_ns / 1e9, p->scan_ns / 1e9,
-	       p->proc_ns / 1e9, p->scanned, p->hashed, p->clean, p->scans);
+	       name, pass_pps(p), pass_ns_per_page(p), p->wall_ns / 1e6, p->scan_ns / 1e6,
+	       p->proc_ns / 1e6, p->scanned, p->hashed, p->clean, p->scans);
 }
 
 int main(int argc, char **argv)
@@ -324,8 +324,9 @@ int main(int argc, char **argv)
 	       write_ns / 1e6, writes ? write_ns / 1e3 / (double)writes : 0.0);
 	printf("metadata %.2f MiB, %" PRIu64 " rmap items x %" PRIu64 " B\n",
 	       st.metadata_bytes / (1024.0 * 1024.0), st.rmap_items, st.rmap_item_size);
-	printf("%-10s %12s %9s %9s %9s %9s %10s %10s %10s %5s\n", "pass", "pages/s/cpu",
-	       "ns/page", "wall s", "scan cpu", "proc cpu", "scanned", "hashed", "clean", "scans");
+	printf("%-10s %12s %9s %10s %10s %10s %10s %10s %10s %5s\n", "pass", "pages/s/cpu",
+	       "ns/page", "wall ms", "scan cpu ms", "proc cpu ms", "scanned", "hashed", "clean",
+	       "scans");
 	print_pass("first", &first);
 	print_pass("clean", &clean);
 	print_pass("dirty1pct", &dirty);

@@ -170,7 +170,7 @@ static void *scanner_main(void *arg)
 	struct ksmu_engine *e = arg;
 
 	pthread_mutex_lock(&e->lock);
-	while (!e->thread_stop) {
+	for (;;) { /* runs until the process exits */
 		if (e->knobs.run == KSMU_RUN_MERGE && e->nr_regions) {
 			struct timespec ts;
 			unsigned long ms;
@@ -197,23 +197,26 @@ static void *scanner_main(void *arg)
 			pthread_cond_wait(&e->wake, &e->lock);
 		}
 	}
-	pthread_mutex_unlock(&e->lock);
 	return NULL;
 }
 
 /* Start the scanner thread if it is not running.  Lock held. */
 static int ensure_thread(struct ksmu_engine *e)
 {
+	pthread_attr_t attr;
 	sigset_t all, old;
 	int ret;
 
 	if (e->thread_running)
 		return 0;
+	/* Detached: it lives until exit (see the end of this file). */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	e->thread_stop = false;
-	ret = pthread_create(&e->thread, NULL, scanner_main, e);
+	ret = pthread_create(&e->thread, &attr, scanner_main, e);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
 	if (ret) {
 		pr_err("cannot start the scanner thread: %s", strerror(ret));
 		return -EAGAIN;
@@ -544,7 +547,6 @@ static void atfork_child(void)
 	pthread_mutex_init(&e->lock, NULL);
 	init_wake(&e->wake);
 	e->thread_running = false;
-	e->thread_stop = false;
 	e->need_child_restart = true;
 	if (ksmu_pagemap_reopen(&e->pm))
 		e->pm.pid = getpid();
@@ -561,21 +563,11 @@ static void atfork_child(void)
 		r->wp_tracked = ksmu_tracker_register(&e->tracker, r->start, r->end - r->start) == 0;
 }
 
-__attribute__((destructor)) static void engine_fini(void)
-{
-	struct ksmu_engine *e = &engine;
-	bool join;
-
-	if (!engine_ready)
-		return;
-	pthread_mutex_lock(&e->lock);
-	join = e->thread_running;
-	e->thread_stop = true;
-	pthread_cond_broadcast(&e->wake);
-	pthread_mutex_unlock(&e->lock);
-	if (join)
-		pthread_join(e->thread, NULL);
-	pthread_mutex_lock(&e->lock);
-	e->thread_running = false;
-	pthread_mutex_unlock(&e->lock);
-}
+/*
+ * No destructor stops the scanner: at exit, exit_group() ends it.  Nothing
+ * needs freeing, a batch still running while exit handlers unmap memory is
+ * harmless (reads go through process_vm_readv(), which returns EFAULT), and
+ * stopping a thread during the C library's (or a sanitizer runtime's) own
+ * teardown is riskier than letting it run.  The library is linked with
+ * -z nodelete, so dlclose() never unmaps code the thread may be running.
+ */

@@ -57,10 +57,9 @@ struct ksmu_counters {
 /**
  * struct ksmu_engine - everything the engine owns.
  * @lock:        protects every field below except @thread_* handshakes noted
- * @wake:        the scanner sleeps on it; signalled on knob changes and stop
+ * @wake:        the scanner sleeps on it; signalled on knob changes and registration
  * @thread:      the scanner thread, valid while @thread_running
  * @thread_running: a scanner thread exists
- * @thread_stop: asks the thread to exit
  * @arena:       rmap item chunks
  * @regions:     registered regions by address
  * @nr_regions:  number of regions
@@ -85,7 +84,6 @@ struct ksmu_engine {
 	pthread_cond_t wake;
 	pthread_t thread;
 	bool thread_running;
-	bool thread_stop;
 
 	struct ksmu_arena arena;
 	struct ksmu_rb_root regions;

@@ -190,14 +190,29 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 	}
 
 	for (sn = ksmu_stable_first(&e->stable, key); sn; sn = ksmu_stable_next_same(sn)) {
+		struct ksmu_stable_node *room;
+
 		if (!sn->canonical || !same_content(e, ksmu_item_addr(sn->canonical), page, key))
 			continue;
-		if (sn->nr_members < e->knobs.max_page_sharing) {
-			ksmu_stable_add(&e->stable, sn, it);
+		/*
+		 * All nodes of a chain hold the same content (stable.c), so one
+		 * comparison settles the whole chain: look for a node with room
+		 * instead of comparing every dup (a chain of zero pages at
+		 * max_page_sharing 256 has hundreds of nodes per GiB).
+		 */
+		room = sn;
+		while (room->dup_prev)
+			room = room->dup_prev;
+		for (; room; room = room->dup_next)
+			if (room->canonical && room->nr_members < e->knobs.max_page_sharing)
+				break;
+		if (room) {
+			ksmu_stable_add(&e->stable, room, it);
 			ksmu_item_set_age(it, 0);
 			return;
 		}
-		full = sn; /* same content, but full: a new dup may start a chain */
+		full = sn; /* same content, all full: a new dup joins the chain */
+		break;
 	}
 
 	for (cand = ksmu_unstable_first(&e->unstable, key); cand;

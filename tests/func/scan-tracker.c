@@ -95,7 +95,14 @@ int main(void)
 	uq = find_page(&spec, KSMU_DATAGEN_UNIQUE, -1, 0);
 	s1 = s2;
 	memcpy(tmpl, m + uq * PG, PG);
-	memcpy(m + uq * PG, tmpl, PG);
+	{
+		/* volatile: a compiler may drop a store of bytes it just loaded */
+		volatile char *vp = m + uq * PG;
+		size_t i;
+
+		for (i = 0; i < PG; i++)
+			vp[i] = tmpl[i];
+	}
 	CHECK("pass 5", ksmu_scan_full() > 0);
 	s2 = st();
 	CHECK("same bytes: re-hashed once", s2.pages_hashed - s1.pages_hashed == 1);
