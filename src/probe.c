@@ -61,6 +61,7 @@
 #define LOG_PREFIX "probe: "
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <numa.h>
 #include <pthread.h>
@@ -184,13 +185,15 @@ static long pagemap_scan(int pagemap_fd, uint64_t flags, const void *start, cons
  * permissions are the administrator's choice (root only by default).  See
  * the caution in probe.h about MISSING-mode ranges and USER_MODE_ONLY.
  */
-static int uffd_new(int flags)
+static int uffd_new(int flags, bool user_mode_only_ok)
 {
 	int fd, devfd, err;
 
-	fd = ksmu_sys_userfaultfd(flags | UFFD_USER_MODE_ONLY);
-	if (fd >= 0)
-		return fd;
+	if (user_mode_only_ok) {
+		fd = ksmu_sys_userfaultfd(flags | UFFD_USER_MODE_ONLY);
+		if (fd >= 0)
+			return fd;
+	}
 	/* EINVAL: before 5.11 the flag is unknown; EPERM: sysctl forbids. */
 	fd = ksmu_sys_userfaultfd(flags);
 	if (fd >= 0)
@@ -207,12 +210,12 @@ static int uffd_new(int flags)
 	return fd;
 }
 
-int ksmu_probe_uffd_open(uint64_t want_features, uint64_t *got_features)
+static int uffd_open(uint64_t want_features, uint64_t *got_features, bool user_mode_only_ok)
 {
 	struct uffdio_api api;
 	int fd, err;
 
-	fd = uffd_new(O_CLOEXEC | O_NONBLOCK);
+	fd = uffd_new(O_CLOEXEC | O_NONBLOCK, user_mode_only_ok);
 	if (fd < 0)
 		return fd;
 
@@ -230,6 +233,16 @@ int ksmu_probe_uffd_open(uint64_t want_features, uint64_t *got_features)
 out_close:
 	close(fd);
 	return err;
+}
+
+int ksmu_probe_uffd_open(uint64_t want_features, uint64_t *got_features)
+{
+	return uffd_open(want_features, got_features, true);
+}
+
+int ksmu_probe_uffd_open_kernel_faults(uint64_t want_features, uint64_t *got_features)
+{
+	return uffd_open(want_features, got_features, false);
 }
 
 static int uffd_register(int uffd, void *addr, size_t len, uint64_t mode)

@@ -50,6 +50,16 @@ const struct ksmu_features *ksmu_probe_get(void);
 int ksmu_probe_uffd_open(uint64_t want_features, uint64_t *got_features);
 
 /**
+ * ksmu_probe_uffd_open_kernel_faults() - as ksmu_probe_uffd_open(), but
+ * never with UFFD_USER_MODE_ONLY: faults the kernel takes on the process's
+ * behalf (read(2) into a registered page) block in a MISSING range instead
+ * of failing with EFAULT.  Needed for merge windows.  Requires root,
+ * vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd.
+ * Return: as ksmu_probe_uffd_open().
+ */
+int ksmu_probe_uffd_open_kernel_faults(uint64_t want_features, uint64_t *got_features);
+
+/**
  * ksmu_probe_describe() - render kernel features for people or programs.
  * @f:    features as filled by ksmu_probe()
  * @buf:  output, always NUL-terminated when @len > 0
