@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench-cow.c - what the first write to a merged page costs: kernel KSM
+ * against ksmu's store pages, side by side in one run.
+ *
+ * Kinds, N pages each (4096 by default), all of one non-zero content:
+ *   ksm         (a) pages merged by kernel KSM (MADV_MERGEABLE, ksmd run=1
+ *               pages_to_scan=20000 sleep_millisecs=0 until this process has
+ *               N merged pages); the write breaks sharing in do_wp_page().
+ *               Needs root and /sys/kernel/mm/ksm; skipped otherwise.
+ *   ksmu        (b) pages merged one by one by ksmu_merge_page() into ONE
+ *               store page (MAP_PRIVATE memfd mapping, a VMA per page): the
+ *               write copies the store page (COW of a private file page).
+ *   ksmu_run    (b') the same content merged by ksmu_merge_run() in runs of
+ *               KSMU_MERGE_MAX_RUN into N store pages (one VMA in all).
+ *   anon        (c) plain private anonymous pages already present: no fault,
+ *               the baseline.
+ *   anon_first  (d) untouched anonymous pages: the first-touch fault
+ *               (allocate and zero a page).
+ * Each write is one 8-byte store timed alone with clock_gettime
+ * (CLOCK_MONOTONIC, vDSO) around it; the clock's own cost is reported as
+ * clock_ns and not subtracted.  Output: p50, p99 and mean per kind, the
+ * ratio ksmu/ksm, and one machine-readable line:
+ *   RESULT bench=cow pages=N clock_ns=.. <kind>_p50_ns=.. <kind>_p99_ns=..
+ *          <kind>_mean_ns=.. ... ratio_p50=.. ratio_mean=..
+ * (a kind that could not run reports "na").
+ *
+ * Kernel KSM is a system-wide setting: whatever happens (normal exit, error,
+ * SIGINT/SIGTERM/SIGHUP/SIGQUIT, a crash signal), once it has been touched
+ * it is put back to run=2 (unmerge everything), then run=0,
+ * pages_to_scan=100, sleep_millisecs=20, use_zero_pages=0 (the defaults).
+ *
+ * KSM is left alone (kind ksm skipped) if it is in use when the benchmark
+ * starts (run != 0 or pages_shared != 0: another benchmark, a VM host),
+ * unless --force-ksm.
+ *
+ * Options: --pages N; --no-ksm; --force-ksm; --quick (512 pages, no KSM: the
+ * ctest smoke run bench-cow-smoke).
+ * Exit status: 0 done; 1 a step failed; 2 bad command line; 77 (--quick
+ * only) ksmu's merge window is not available here (ctest skip).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "merge.h"
+
+#define PG 4096UL
+#define KSM_DIR "/sys/kernel/mm/ksm/"
+#define KSM_TIMEOUT_S 60
+
+static const char *prog = "bench-cow";
+
+enum kind { K_KSM, K_KSMU, K_KSMU_RUN, K_ANON, K_ANON_FIRST, K_NR };
+static const char *const kind_name[K_NR] = {"ksm", "ksmu", "ksmu_run", "anon", "anon_first"};
+
+/*
+ * struct result - latencies of one kind.
+ * @ok:   the kind ran
+ * @p50:  median, ns
+ * @p99:  99th percentile, ns
+ * @mean: mean, ns
+ * @note: why it did not run, or a remark
+ */
+struct result {
+	bool ok;
+	uint64_t p50, p99;
+	double mean;
+	char note[96];
+};
+
+/* ---------------------------------------------------------------- kernel KSM */
+
+static volatile sig_atomic_t ksm_touched;
+
+/* open/write/close only: also called from signal handlers. */
+static int ksm_write(const char *name, const char *val)
+{
+	char path[96] = KSM_DIR;
+	size_t i = sizeof(KSM_DIR) - 1, j;
+	ssize_t w;
+	int fd;
+
+	for (j = 0; name[j] && i < sizeof(path) - 1; j++)
+		path[i++] = name[j];
+	path[i] = 0;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	w = write(fd, val, strlen(val));
+	close(fd);
+	return w < 0 ? -1 : 0;
+}
+
+static long ksm_read(const char *path)
+{
+	char buf[64];
+	ssize_t r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	return strtol(buf, NULL, 10);
+}
+
+static void ksm_restore(void)
+{
+	if (!ksm_touched)
+		return;
+	ksm_write("run", "2"); /* unmerge everything */
+	ksm_write("run", "0");
+	ksm_write("pages_to_scan", "100");
+	ksm_write("sleep_millisecs", "20");
+	ksm_write("use_zero_pages", "0");
+	ksm_touched = 0;
+}
+
+static void ksm_signal(int sig)
+{
+	ksm_restore();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void ksm_guard(void)
+{
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE, SIGSEGV, SIGBUS,
+				   SIGFPE, SIGILL,  SIGABRT, SIGALRM, SIGUSR1, SIGUSR2};
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = ksm_signal;
+	sigfillset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	atexit(ksm_restore);
+}
+
+/* ---------------------------------------------------------------- timing */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void time_writes(char *base, size_t n, uint64_t *lat, struct result *res)
+{
+	double sum = 0;
+	uint64_t t0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		volatile uint64_t *w = (volatile uint64_t *)(void *)(base + i * PG + 64);
+
+		t0 = now_ns();
+		*w = i + 1;
+		lat[i] = now_ns() - t0;
+	}
+	for (i = 0; i < n; i++)
+		sum += (double)lat[i];
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	res->p50 = lat[n / 2];
+	res->p99 = lat[(n * 99) / 100];
+	res->mean = sum / (double)n;
+	res->ok = true;
+}
+
+static uint64_t clock_cost(uint64_t *lat, size_t n)
+{
+	size_t i;
+	uint64_t t0;
+
+	for (i = 0; i < n; i++) {
+		t0 = now_ns();
+		lat[i] = now_ns() - t0;
+	}
+	qsort(lat, n, sizeof(*lat), cmp_u64);
+	return lat[n / 2];
+}
+
+/* ---------------------------------------------------------------- kinds */
+
+static char *map_filled(size_t n, const unsigned char *content)
+{
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t i;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, n * PG, MADV_NOHUGEPAGE);
+	if (content) {
+		for (i = 0; i < n; i++)
+			memcpy(p + i * PG, content, PG);
+	}
+	return p;
+}
+
+static bool content_ok(const char *p, size_t n, const unsigned char *content)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		/* word 8 (offset 64) was written by the benchmark */
+		if (memcmp(p + i * PG, content, 64) ||
+		    *(const uint64_t *)(const void *)(p + i * PG + 64) != i + 1 ||
+		    memcmp(p + i * PG + 72, content + 72, PG - 72))
+			return false;
+	}
+	return true;
+}
+
+static void run_ksm(size_t n, const unsigned char *content, bool force, uint64_t *lat,
+		    struct result *res)
+{
+	long merging = -1, shared_before;
+	uint64_t t0;
+	char *p;
+
+	if (geteuid() != 0 || access(KSM_DIR "run", W_OK) < 0) {
+		snprintf(res->note, sizeof(res->note), "skipped: needs root and %s", KSM_DIR);
+		return;
+	}
+	/*
+	 * KSM is one setting for the whole machine: if somebody else is using
+	 * it (ksmd running, or pages merged), measuring would disturb them
+	 * (and the restore, run=2, would unmerge their pages) and their ksmd
+	 * would disturb the measurement.
+	 */
+	shared_before = ksm_read(KSM_DIR "pages_shared");
+	if (!force && (ksm_read(KSM_DIR "run") != 0 || shared_before > 0)) {
+		snprintf(res->note, sizeof(res->note),
+			 "skipped: kernel KSM in use (run=%ld, pages_shared=%ld); --force-ksm",
+			 ksm_read(KSM_DIR "run"), shared_before);
+		return;
+	}
+	p = map_filled(n, content);
+	if (!p) {
+		snprintf(res->note, sizeof(res->note), "mmap: %s", strerror(errno));
+		return;
+	}
+	if (madvise(p, n * PG, MADV_MERGEABLE) < 0) {
+		snprintf(res->note, sizeof(res->note), "MADV_MERGEABLE: %s", strerror(errno));
+		goto out_unmap;
+	}
+	ksm_guard();
+	ksm_touched = 1;
+	if (ksm_write("pages_to_scan", "20000") || ksm_write("sleep_millisecs", "0") ||
+	    ksm_write("run", "1")) {
+		snprintf(res->note, sizeof(res->note), "cannot start ksmd");
+		goto out_restore;
+	}
+	/* Wait until every page of ours is merged (ksm_merging_pages, 6.1). */
+	t0 = now_ns();
+	while (now_ns() - t0 < (uint64_t)KSM_TIMEOUT_S * 1000000000u) {
+		merging = ksm_read("/proc/self/ksm_merging_pages");
+		if (merging < 0 || merging >= (long)n)
+			break;
+		usleep(20000);
+	}
+	if (merging < 0) {
+		/* No per-process counter: fall back to the global one. */
+		while (now_ns() - t0 < (uint64_t)KSM_TIMEOUT_S * 1000000000u &&
+		       ksm_read(KSM_DIR "pages_sharing") + ksm_read(KSM_DIR "pages_shared") -
+			       (shared_before > 0 ? shared_before : 0) <
+			   (long)n)
+			usleep(20000);
+		merging = ksm_read(KSM_DIR "pages_sharing") + ksm_read(KSM_DIR "pages_shared");
+	}
+	printf("kernel KSM merged %ld of %zu pages in %.2f s (pages_shared %ld, pages_sharing "
+	       "%ld, full_scans %ld)\n",
+	       merging, n, (double)(now_ns() - t0) / 1e9, ksm_read(KSM_DIR "pages_shared"),
+	       ksm_read(KSM_DIR "pages_sharing"), ksm_read(KSM_DIR "full_scans"));
+	/* Stop ksmd before timing: it must not run beside the writes. */
+	ksm_write("run", "0");
+	if (merging < (long)n)
+		snprintf(res->note, sizeof(res->note), "only %ld of %zu pages merged", merging, n);
+	time_writes(p, n, lat, res);
+	if (!content_ok(p, n, content))
+		snprintf(res->note, sizeof(res->note), "CONTENT WRONG after writes");
+out_restore:
+	ksm_restore();
+out_unmap:
+	munmap(p, n * PG);
+}
+
+static void run_ksmu(size_t n, const unsigned char *content, bool runs, uint64_t *lat,
+		     struct result *res)
+{
+	size_t store_pages = runs ? n : 1, i, merged = 0, chunk;
+	unsigned char *exp = NULL;
+	struct ksmu_merger m;
+	int fd, err;
+	char *p;
+
+	err = ksmu_merger_init(&m);
+	if (err) {
+		snprintf(res->note, sizeof(res->note), "skipped: merger: %s", strerror(-err));
+		return;
+	}
+	fd = memfd_create("bench-cow-store", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)(store_pages * PG)) < 0) {
+		snprintf(res->note, sizeof(res->note), "memfd: %s", strerror(errno));
+		goto out_merger;
+	}
+	for (i = 0; i < store_pages; i++) {
+		if (pwrite(fd, content, PG, (off_t)(i * PG)) != (ssize_t)PG) {
+			snprintf(res->note, sizeof(res->note), "pwrite: %s", strerror(errno));
+			goto out_close;
+		}
+	}
+	p = map_filled(n, content);
+	if (!p) {
+		snprintf(res->note, sizeof(res->note), "mmap: %s", strerror(errno));
+		goto out_close;
+	}
+	if (runs) {
+		exp = malloc(KSMU_MERGE_MAX_RUN * PG);
+		if (!exp)
+			goto out_unmap;
+		for (i = 0; i < KSMU_MERGE_MAX_RUN; i++)
+			memcpy(exp + i * PG, content, PG);
+		for (i = 0; i < n; i += chunk) {
+			chunk = n - i < KSMU_MERGE_MAX_RUN ? n - i : KSMU_MERGE_MAX_RUN;
+			if (ksmu_merge_run(&m, (uintptr_t)(p + i * PG), chunk, fd, i, exp, NULL) ==
+			    0)
+				merged += chunk;
+		}
+	} else {
+		for (i = 0; i < n; i++)
+			merged += ksmu_merge_page(&m, (uintptr_t)(p + i * PG), fd, 0, content) == 0;
+	}
+	if (merged < n)
+		snprintf(res->note, sizeof(res->note), "only %zu of %zu pages merged", merged, n);
+	printf("ksmu%s merged %zu of %zu pages: %" PRIu64 " windows, mean %.1f us\n",
+	       runs ? " (runs)" : "", merged, n, m.stats.windows,
+	       (double)m.stats.window_ns / 1e3 / (double)(m.stats.windows ? m.stats.windows : 1));
+	time_writes(p, n, lat, res);
+	if (!content_ok(p, n, content))
+		snprintf(res->note, sizeof(res->note), "CONTENT WRONG after writes");
+	free(exp);
+out_unmap:
+	munmap(p, n * PG);
+out_close:
+	if (fd >= 0)
+		close(fd);
+out_merger:
+	ksmu_merger_destroy(&m);
+}
+
+static void run_anon(size_t n, const unsigned char *content, bool present, uint64_t *lat,
+		     struct result *res)
+{
+	char *p = map_filled(n, present ? content : NULL);
+
+	if (!p) {
+		snprintf(res->note, sizeof(res->note), "mmap: %s", strerror(errno));
+		return;
+	}
+	time_writes(p, n, lat, res);
+	munmap(p, n * PG);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: %s [--pages N] [--no-ksm] [--force-ksm] [--quick]\n"
+		"  first-write (COW-break) latency: kernel KSM page, ksmu store page,\n"
+		"  present and untouched anonymous pages\n",
+		prog);
+}
+
+static void field(char *buf, size_t len, const char *kind, const char *what, const struct result *r,
+		  double v)
+{
+	size_t used = strlen(buf);
+
+	if (r->ok)
+		snprintf(buf + used, len - used, " %s_%s=%.0f", kind, what, v);
+	else
+		snprintf(buf + used, len - used, " %s_%s=na", kind, what);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"pages", required_argument, NULL, 'n'}, {"no-ksm", no_argument, NULL, 'k'},
+	    {"force-ksm", no_argument, NULL, 'f'},   {"quick", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0}};
+	struct result res[K_NR];
+	unsigned char content[PG];
+	char line[1024], ratio[64];
+	size_t n = 4096, i;
+	bool quick = false, ksm = true, force_ksm = false;
+	uint64_t *lat, clk;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "n:kfqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			force_ksm = true;
+			break;
+		case 'n':
+			n = strtoul(optarg, NULL, 0);
+			break;
+		case 'k':
+			ksm = false;
+			break;
+		case 'q':
+			quick = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (quick) {
+		n = 512;
+		ksm = false;
+	}
+	if (n < 16 || n > (1u << 20)) {
+		fprintf(stderr, "%s: --pages must be 16 .. 1048576\n", prog);
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	memset(res, 0, sizeof(res));
+	lat = calloc(n, sizeof(*lat));
+	if (!lat)
+		return 1;
+	memset(lat, 0, n * sizeof(*lat)); /* fault the array in before timing */
+	for (i = 0; i < PG; i++)
+		content[i] = (unsigned char)(i * 31 + 7);
+	clk = clock_cost(lat, n);
+
+	if (quick) {
+		struct ksmu_merger m;
+		int err = ksmu_merger_init(&m);
+
+		if (err) {
+			printf("SKIP: ksmu merge window unavailable: %s\n", strerror(-err));
+			return 77;
+		}
+		ksmu_merger_destroy(&m);
+	}
+
+	if (ksm)
+		run_ksm(n, content, force_ksm, lat, &res[K_KSM]);
+	else
+		snprintf(res[K_KSM].note, sizeof(res[K_KSM].note), "skipped (--no-ksm/--quick)");
+	run_ksmu(n, content, false, lat, &res[K_KSMU]);
+	run_ksmu(n, content, true, lat, &res[K_KSMU_RUN]);
+	run_anon(n, content, true, lat, &res[K_ANON]);
+	run_anon(n, content, false, lat, &res[K_ANON_FIRST]);
+
+	printf("\nfirst write to each of %zu pages, ns (clock_gettime pair: %" PRIu64 " ns)\n", n,
+	       clk);
+	printf("%-11s %9s %9s %9s  %s\n", "kind", "p50", "p99", "mean", "");
+	for (i = 0; i < K_NR; i++) {
+		if (res[i].ok)
+			printf("%-11s %9" PRIu64 " %9" PRIu64 " %9.0f  %s\n", kind_name[i],
+			       res[i].p50, res[i].p99, res[i].mean, res[i].note);
+		else
+			printf("%-11s %9s %9s %9s  %s\n", kind_name[i], "-", "-", "-", res[i].note);
+	}
+	if (res[K_KSM].ok && res[K_KSMU].ok) {
+		printf("ratio ksmu/ksm: p50 %.2f, p99 %.2f, mean %.2f\n",
+		       (double)res[K_KSMU].p50 / (double)res[K_KSM].p50,
+		       (double)res[K_KSMU].p99 / (double)res[K_KSM].p99,
+		       res[K_KSMU].mean / res[K_KSM].mean);
+		snprintf(ratio, sizeof(ratio), " ratio_p50=%.2f ratio_mean=%.2f",
+			 (double)res[K_KSMU].p50 / (double)res[K_KSM].p50,
+			 res[K_KSMU].mean / res[K_KSM].mean);
+	} else {
+		snprintf(ratio, sizeof(ratio), " ratio_p50=na ratio_mean=na");
+	}
+
+	snprintf(line, sizeof(line), "RESULT bench=cow pages=%zu clock_ns=%" PRIu64, n, clk);
+	for (i = 0; i < K_NR; i++) {
+		field(line, sizeof(line), kind_name[i], "p50_ns", &res[i], (double)res[i].p50);
+		field(line, sizeof(line), kind_name[i], "p99_ns", &res[i], (double)res[i].p99);
+		field(line, sizeof(line), kind_name[i], "mean_ns", &res[i], res[i].mean);
+	}
+	printf("%s%s\n", line, ratio);
+	free(lat);
+
+	for (i = 0; i < K_NR; i++) {
+		if (strstr(res[i].note, "WRONG"))
+			return 1;
+	}
+	if (!res[K_KSMU].ok || !res[K_ANON].ok)
+		return quick ? 77 : 1;
+	return 0;
+}

@@ -1,0 +1,686 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * merge.c - the merge window: replace private anonymous pages by
+ * MAP_PRIVATE mappings of store (memfd) pages, only if their content is the
+ * expected one, only if nobody pins them, and without losing a concurrent
+ * write or showing a reader anything but the page's true content.
+ *
+ * DESIGN
+ *   Kernel KSM merges a page under the page-table lock: it write-protects
+ *   the PTE, checks that nobody else holds a reference (the pin check of
+ *   write_protect_page()), compares, and swaps the PTE.  User space has no
+ *   page-table lock, so the window builds the same guarantees out of
+ *   userfaultfd (kernel-facts.md, "MISSING merge window"):
+ *
+ *     (1) UFFDIO_REGISTER the run, MODE_MISSING, on the merger's uffd.  The
+ *         VMA is split around the run.  From now on a thread that finds a
+ *         PTE of the run empty - reader or writer, in user or kernel mode -
+ *         sleeps in the fault handler until UFFDIO_WAKE.
+ *     (2) UFFDIO_MOVE the pages from the run to the scratch area.  This
+ *         clears each PTE (with a TLB flush) and installs the same page in
+ *         the scratch PTE: an atomic detach.  The kernel refuses with EBUSY
+ *         a page that may be pinned (folio_maybe_dma_pinned) or that is not
+ *         exclusive to this process (COW-shared after fork): that is the
+ *         pin check, and it is atomic with the detach.  Nothing is moved
+ *         for that page, and the pages before it are moved back.
+ *     (3) Compare the detached pages with the expected content, in full.
+ *         Nobody can change them now: no PTE of the process maps them but
+ *         the scratch PTEs, whose addresses nobody else knows.
+ *     (4a) Equal: mmap(MAP_PRIVATE | MAP_FIXED) the store pages over the
+ *         run (one mmap for the whole run).  This replaces the registered
+ *         VMA, registration included.  UFFDIO_WAKE the run; the sleepers
+ *         retry and find the store pages (a writer breaks COW at kernel
+ *         speed).  MADV_POPULATE_READ maps the store pages read-only at
+ *         once (never MAP_POPULATE: on a writable private mapping it would
+ *         pre-fault for write and copy every page).  MADV_DONTNEED frees
+ *         the old pages from the scratch area.
+ *     (4b) Different, or pinned, or absent: UFFDIO_MOVE the pages back (the
+ *         run is still registered, as a MOVE destination must be), then
+ *         UFFDIO_UNREGISTER (which wakes the sleepers too, and lets the
+ *         VMA merge back with its neighbours) and UFFDIO_WAKE.  The pages
+ *         are the very same physical pages: pins, PFNs and content intact.
+ *
+ *   The mapping's protection is PROT_READ | PROT_WRITE without asking
+ *   /proc/self/maps: UFFDIO_MOVE accepts a source only if its access flags
+ *   (read, write, exec) equal the destination's, and the scratch area is
+ *   exactly read-write, so a successful step (2) proves the run was too.
+ *
+ *   VMA cost: a run in the middle of an anonymous VMA becomes a VMA of its
+ *   own, so it costs 2 VMAs (about 480 bytes of kernel memory; 1 at an end
+ *   of the VMA).  A run that continues a neighbouring run of the same store
+ *   (adjacent addresses, adjacent store pages, same flags) merges with its
+ *   VMA and costs nothing.  One page merged alone costs the same 2 VMAs as a
+ *   run of 512: merge runs, not pages (vm.max_map_count is 65530).
+ *
+ *   What the new mapping does not inherit from the anonymous one: the
+ *   advice bits (MADV_DONTFORK, MADV_WIPEONFORK, MADV_HUGEPAGE,
+ *   MADV_MERGEABLE), an anon VMA name (PR_SET_VMA_ANON_NAME), and some
+ *   semantics: MADV_DONTNEED on a merged page brings back the store content
+ *   (not zeros), MADV_FREE fails with EINVAL, mremap(2) of a range that now
+ *   spans several VMAs fails with EFAULT, and the page can never be merged
+ *   again by this primitive (UFFDIO_MOVE refuses file-backed sources).
+ *   Callers must filter regions with those advice bits and keep in mind the
+ *   semantic changes.
+ *
+ * INVARIANTS
+ *   - Between windows every scratch page is empty (a MOVE into a non-empty
+ *     destination fails with EEXIST).  The merging thread never touches an
+ *     empty scratch page: it is registered MISSING, the access would sleep
+ *     until a wake only this thread could send.
+ *   - Every window that registered the run ends with UFFDIO_WAKE of the run,
+ *     whatever happened in it: no thread stays asleep.
+ *   - Between (1) and (5) the merging thread takes no lock and allocates no
+ *     memory, and logs nothing: an application thread sleeping on the run
+ *     may hold the allocator's lock or the log callback's.  Counters and
+ *     messages come after the wake.
+ *   - A page is replaced only after the full comparison of its detached,
+ *     unreachable copy with @expected.
+ *
+ * LOCKING / THREADS
+ *   A merger belongs to one thread at a time (its scratch area is per
+ *   merger).  Several mergers may run windows at once, on distinct ranges:
+ *   overlapping ranges are refused by the kernel (a range is registered with
+ *   at most one uffd: EBUSY, returned as -EEXIST).  Windows are
+ *   process-wide readers of an exclusion that fork() (pthread_atfork) and
+ *   ksmu_merge_exclude_begin() take as writers.
+ *
+ * MEMORY ORDERING
+ *   The exclusion is a Dekker pair on two seq_cst counters: a window
+ *   increments windows_open then reads excluders; an excluder increments
+ *   excluders then reads windows_open.  Sequential consistency guarantees
+ *   that at least one of the two sees the other, so a window and an
+ *   excluder never proceed together.  The window retreats when it sees an
+ *   excluder (excluders have priority: fork is never starved).
+ *
+ * RACES
+ *   Each step documents the races it is exposed to, at its spot in
+ *   ksmu_merge_run().  In short: a write that lands before (2) is in the
+ *   compared copy; any access after (2) sleeps until (5); a pin is either
+ *   there at (2) (EBUSY, nothing changes) or taken after it (its fault
+ *   sleeps, then pins the page it finds after the wake); fork is held off;
+ *   munmap/mremap/MAP_FIXED/MADV_DONTNEED by the application during the
+ *   window are detected if they come before (2) and must be excluded
+ *   (ksmu_merge_exclude_begin()) by callers that cannot rule them out.
+ *
+ * KERNEL REQUIREMENTS
+ *   userfaultfd with UFFD_FEATURE_MOVE (6.8; probe.c uffd_move) opened
+ *   without UFFD_USER_MODE_ONLY (root, CAP_SYS_PTRACE,
+ *   vm.unprivileged_userfaultfd=1 or /dev/userfaultfd access); otherwise
+ *   kernel-mode accesses (read(2) into a page of the run) fail with EFAULT
+ *   instead of sleeping.  MADV_POPULATE_READ (5.14).  A MAP_FIXED mmap that
+ *   fails leaves the old mapping in place from 6.12 on; on 6.8 - 6.11 the
+ *   run may be gone after a failed mmap, and the window re-creates it.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_PREFIX "merge: "
+#include "compat.h"
+#include "log.h"
+#include "merge.h"
+#include "probe.h"
+#include "util.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000 /* 4.17 */
+#endif
+
+/* UFFDIO_MOVE reports EAGAIN while the address space is changing. */
+#define MOVE_RETRIES 64
+/* Stack below the merging frame that the window may touch (libc, sanitizers). */
+#define STACK_GUARD (256 * 1024UL)
+
+static atomic_uint windows_open;
+static atomic_uint excluders;
+static atomic_uint fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_err;
+
+/* ---------------------------------------------------------------- exclusion */
+
+/* Seq_cst; pairs with the increment/load in ksmu_merge_exclude_begin(). */
+static void window_enter(void)
+{
+	for (;;) {
+		while (atomic_load(&excluders))
+			sched_yield();
+		atomic_fetch_add(&windows_open, 1);
+		if (!atomic_load(&excluders))
+			return;
+		atomic_fetch_sub(&windows_open, 1);
+	}
+}
+
+static void window_exit(void)
+{
+	atomic_fetch_sub(&windows_open, 1);
+}
+
+/* Seq_cst; pairs with the increment/load in window_enter(). */
+void ksmu_merge_exclude_begin(void)
+{
+	atomic_fetch_add(&excluders, 1);
+	while (atomic_load(&windows_open))
+		sched_yield();
+}
+
+void ksmu_merge_exclude_end(void)
+{
+	atomic_fetch_sub(&excluders, 1);
+}
+
+/*
+ * Fork during a window would give the child the run as an ordinary empty
+ * anonymous range (a child inherits no uffd registration without
+ * UFFD_FEATURE_EVENT_FORK) while the page sits in the scratch area: the
+ * child would read zeros.  So fork waits for open windows to close and
+ * keeps new ones from opening until it is done.
+ */
+static void atfork_prepare(void)
+{
+	ksmu_merge_exclude_begin();
+}
+
+static void atfork_parent(void)
+{
+	ksmu_merge_exclude_end();
+}
+
+static void atfork_child(void)
+{
+	/* The child's mergers (copies of the parent's) must not be used. */
+	atomic_fetch_add(&fork_gen, 1);
+	ksmu_merge_exclude_end();
+}
+
+static void atfork_register(void)
+{
+	atfork_err = -pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* ---------------------------------------------------------------- uffd */
+
+static int uffd_register(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_register reg;
+
+	memset(&reg, 0, sizeof(reg));
+	reg.range.start = start;
+	reg.range.len = len;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	return 0;
+}
+
+static int uffd_unregister(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_range range = {.start = start, .len = len};
+
+	if (ioctl(uffd, UFFDIO_UNREGISTER, &range) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * UFFDIO_WAKE wakes the threads sleeping on faults in [start, start+len)
+ * of this uffd.  It looks at no VMA: the sleepers are found on the uffd's
+ * wait queues by address, so it works after the registered VMA has been
+ * replaced by the store mapping.  A sleeper always queues itself before it
+ * lets go of the mmap (or VMA) lock, and mmap(MAP_FIXED) takes that lock for
+ * writing, so every sleeper of the old VMA is queued before the wake.
+ */
+static int uffd_wake(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_range range = {.start = start, .len = len};
+
+	if (ioctl(uffd, UFFDIO_WAKE, &range) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Whether a thread sleeps on a fault of this uffd now (its message is
+ * pending; nobody reads the messages: the wake removes them).  One poll(2),
+ * about a microsecond: it tells how often a window made the application
+ * wait.
+ */
+static bool uffd_sleepers(int uffd)
+{
+	struct pollfd pfd = {.fd = uffd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+}
+
+/*
+ * Move [src, src+len) to [dst, dst+len) with DONTWAKE (nobody sleeps on the
+ * scratch area; the run is woken explicitly).  The kernel moves page by
+ * page and stops at the first page it cannot move: it then fails with
+ * EAGAIN and reports the bytes moved, and the next call, starting at that
+ * page, reports why.  EAGAIN with nothing moved means "address space
+ * changing" (uffd events; not requested here) and is retried.
+ *
+ * Return: 0, or the -errno of the first page that could not be moved;
+ * *moved is the length moved in both cases.
+ */
+static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t *moved)
+{
+	struct uffdio_move mv;
+	size_t done = 0;
+	int tries = 0, err;
+
+	while (done < len) {
+		memset(&mv, 0, sizeof(mv));
+		mv.dst = dst + done;
+		mv.src = src + done;
+		mv.len = len - done;
+		mv.mode = UFFDIO_MOVE_MODE_DONTWAKE;
+		if (ioctl(uffd, UFFDIO_MOVE, &mv) == 0) {
+			done = len;
+			break;
+		}
+		err = errno;
+		if (mv.move > 0) {
+			done += (size_t)mv.move;
+			continue;
+		}
+		if (err == EAGAIN && ++tries < MOVE_RETRIES)
+			continue;
+		*moved = done;
+		return -err;
+	}
+	*moved = done;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- merger */
+
+int ksmu_merger_init(struct ksmu_merger *m)
+{
+	size_t len = (size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT;
+	void *p;
+	int fd, err;
+
+	memset(m, 0, sizeof(*m));
+	m->uffd = -1;
+	pthread_once(&atfork_once, atfork_register);
+	if (atfork_err)
+		return atfork_err;
+
+	fd = ksmu_probe_uffd_open_kernel_faults(UFFD_FEATURE_MOVE, NULL);
+	if (fd == -EINVAL)
+		return -EOPNOTSUPP; /* the kernel does not offer UFFD_FEATURE_MOVE */
+	if (fd < 0)
+		return fd;
+
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+		 0);
+	if (p == MAP_FAILED) {
+		err = -errno;
+		goto out_close;
+	}
+	/*
+	 * No huge page: a PMD-mapped scratch THP would make the MOVE back split
+	 * it.  No copy in a child: the child cannot use the merger anyway.
+	 * Both are advice; a failure changes nothing that matters.
+	 */
+	madvise(p, len, MADV_NOHUGEPAGE);
+	madvise(p, len, MADV_DONTFORK);
+	err = uffd_register(fd, (uintptr_t)p, len);
+	if (err)
+		goto out_unmap;
+
+	m->uffd = fd;
+	m->scratch = (uintptr_t)p;
+	m->scratch_pages = KSMU_MERGE_MAX_RUN;
+	m->fork_gen = atomic_load(&fork_gen);
+	return 0;
+
+out_unmap:
+	munmap(p, len);
+out_close:
+	close(fd);
+	return err;
+}
+
+void ksmu_merger_destroy(struct ksmu_merger *m)
+{
+	/*
+	 * In a forked child the scratch area does not exist (MADV_DONTFORK) and
+	 * its addresses may hold the child's own mappings by now: leave them.
+	 */
+	if (m->scratch && m->fork_gen == atomic_load(&fork_gen))
+		munmap((void *)m->scratch, m->scratch_pages << KSMU_PAGE_SHIFT);
+	if (m->uffd >= 0)
+		close(m->uffd);
+	m->uffd = -1;
+	m->scratch = 0;
+	m->scratch_pages = 0;
+}
+
+static bool overlaps(uintptr_t a, size_t alen, uintptr_t b, size_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+#if KSMU_DEBUG >= 1
+/* The caller promises that @expected is the store's content: check it. */
+static bool store_matches(int store_fd, size_t first_idx, size_t n, const void *expected)
+{
+	unsigned char buf[KSMU_PAGE_SIZE];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		off_t off = (off_t)((first_idx + i) << KSMU_PAGE_SHIFT);
+
+		if (pread(store_fd, buf, sizeof(buf), off) != (ssize_t)sizeof(buf))
+			return false;
+		if (memcmp(buf, (const unsigned char *)expected + (i << KSMU_PAGE_SHIFT),
+			   sizeof(buf)))
+			return false;
+	}
+	return true;
+}
+#endif
+
+static int check_args(const struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd,
+		      size_t first_idx, const void *expected)
+{
+	size_t len = n << KSMU_PAGE_SHIFT;
+	uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+	struct stat st;
+
+	if (m->uffd < 0)
+		return -EBADF;
+	if (m->fork_gen != atomic_load(&fork_gen))
+		return -ECHILD;
+	if (n > m->scratch_pages)
+		return -E2BIG;
+	if (!n || !expected || (addr & ~KSMU_PAGE_MASK) || addr + len < addr)
+		return -EINVAL;
+	/*
+	 * Everything the merging thread touches between (1) and (5) must lie
+	 * outside the run, or the thread would sleep on its own window: the
+	 * expected content, the merger, the stack below this frame, and errno
+	 * (thread-local storage, written by a failing system call).
+	 */
+	if (overlaps(addr, len, (uintptr_t)expected, len) ||
+	    overlaps(addr, len, (uintptr_t)m, sizeof(*m)) ||
+	    overlaps(addr, len, frame - STACK_GUARD, STACK_GUARD + KSMU_PAGE_SIZE) ||
+	    overlaps(addr, len, (uintptr_t)&errno, sizeof(errno)))
+		return -EDEADLK;
+	if (overlaps(addr, len, m->scratch, m->scratch_pages << KSMU_PAGE_SHIFT))
+		return -EINVAL;
+	/*
+	 * A store page beyond the end of the store would map, then raise SIGBUS
+	 * in the application at its first access: refuse it now.
+	 */
+	if (fstat(store_fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (first_idx > ((size_t)LLONG_MAX >> KSMU_PAGE_SHIFT) - n ||
+	    (uint64_t)st.st_size < (uint64_t)(first_idx + n) << KSMU_PAGE_SHIFT)
+		return -ERANGE;
+#if KSMU_DEBUG >= 1
+	KSMU_BUG_ON(!store_matches(store_fd, first_idx, n, expected));
+#endif
+	return 0;
+}
+
+/*
+ * The run vanished while its pages sat in the scratch area, and the cause
+ * was our own mmap failing (6.8 - 6.11 may unmap the old range before
+ * failing to map the new one).  Put an anonymous mapping back where nothing
+ * is mapped now (never over anything: the application may own that range
+ * by now) and move the pages into it.
+ */
+static int recreate_anon(struct ksmu_merger *m, uintptr_t addr, size_t off, size_t len)
+{
+	size_t moved;
+	void *p;
+	int err;
+
+	p = mmap((void *)(addr + off), len - off, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	if (p != (void *)(addr + off)) { /* kernel before 4.17: a hint only */
+		munmap(p, len - off);
+		return -EEXIST;
+	}
+	err = uffd_register(m->uffd, addr + off, len - off);
+	if (err)
+		return err;
+	err = move_range(m->uffd, addr + off, m->scratch + off, len - off, &moved);
+	uffd_unregister(m->uffd, addr + off, len - off);
+	return err;
+}
+
+/*
+ * mmap(2) without the C library's wrapper.  Sanitizer runtimes intercept
+ * mmap and model a new file mapping as a write of the whole range by the
+ * calling thread; the application's next accesses from other threads would
+ * then be reported as races with it, although the bytes did not change and
+ * the kernel orders those accesses after the window (they slept until the
+ * wake).  The range is application memory the runtimes already know.
+ */
+static void *map_store(uintptr_t addr, size_t len, int fd, off_t off)
+{
+	long r =
+	    syscall(SYS_mmap, addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, off);
+
+	return r == -1 ? MAP_FAILED : (void *)r;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd, size_t first_idx,
+		   const void *expected, size_t *bad)
+{
+	size_t len = n << KSMU_PAGE_SHIFT, moved = 0, back = 0, culprit = 0, i;
+	const unsigned char *exp = expected;
+	bool mapped_failed = false, contended;
+	int err, back_err = 0, populate_err = 0;
+	uint64_t t0, dt;
+	void *p;
+
+	if (bad)
+		*bad = 0;
+	err = check_args(m, addr, n, store_fd, first_idx, expected);
+	if (err) {
+		m->stats.errors++;
+		return err;
+	}
+
+	window_enter();
+	t0 = now_ns();
+	/*
+	 * (1) Register.  Fails without side effects if the range is not all
+	 * anonymous/shmem memory (EINVAL: unmapped, hole, other file), is
+	 * registered with another uffd (EBUSY: another merger's window or a
+	 * dirty tracker), or the split would exceed vm.max_map_count (ENOMEM).
+	 * From here on, any thread that faults on an empty PTE of the run
+	 * sleeps until (5); present pages are read and written as before.
+	 */
+	err = uffd_register(m->uffd, addr, len);
+	if (err) {
+		window_exit();
+		if (err == -EBUSY)
+			err = -EEXIST;
+		m->stats.errors++;
+		return err;
+	}
+
+	/*
+	 * (2) Detach.  A write that completes before the MOVE's TLB flush is in
+	 * the page we compare; a write after it faults on the empty PTE and
+	 * sleeps, and retries after (5) against whatever is mapped then (its
+	 * own page moved back, or the store page, which it COWs): no write is
+	 * lost.  A reader likewise sees the old content before the flush and
+	 * sleeps after it.  Kernel-mode accesses (copy_to_user of read(2),
+	 * GUP of O_DIRECT or io_uring) sleep the same way because the uffd is
+	 * not USER_MODE_ONLY.  A pin taken before the MOVE makes it fail with
+	 * EBUSY for that page; one taken after it sleeps in GUP's fault and
+	 * pins what it finds after (5).  A page COW-shared with a forked
+	 * process is not exclusive: EBUSY as well (after the child exits, until
+	 * the page is written again).  munmap/mremap of the run between (1)
+	 * and here makes the MOVE fail (ENOENT/EINVAL): reported, nothing moved.
+	 */
+	err = move_range(m->uffd, m->scratch, addr, len, &moved);
+	if (err) {
+		culprit = moved >> KSMU_PAGE_SHIFT;
+		goto out_move_back;
+	}
+
+	/*
+	 * (3) Compare.  The pages are reachable only through the scratch PTEs
+	 * now; nothing can change them.
+	 */
+	for (i = 0; i < n; i++) {
+		if (memcmp((const void *)(m->scratch + (i << KSMU_PAGE_SHIFT)),
+			   exp + (i << KSMU_PAGE_SHIFT), KSMU_PAGE_SIZE))
+			break;
+	}
+	if (i < n) {
+		culprit = i;
+		err = -EAGAIN;
+		goto out_move_back;
+	}
+
+	/*
+	 * (4a) Replace.  MAP_FIXED swaps the registered VMA for the store
+	 * mapping under the mmap lock (the registration goes with the old VMA:
+	 * no UFFDIO_UNREGISTER).  munmap, mremap, MAP_FIXED or MADV_DONTNEED of
+	 * the run by the application between (2) and here cannot be detected
+	 * atomically from user space: we would map the store over memory the
+	 * application gave up (or over its new mapping there), or bring back
+	 * content it dropped.  Callers that cannot rule those out hold them off
+	 * with ksmu_merge_exclude_begin() (the preload shim does, around the
+	 * calls it interposes).  fork() is held off already (atfork_prepare()).
+	 */
+	p = map_store(addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT));
+	if (p == MAP_FAILED) {
+		err = -errno;
+		mapped_failed = true;
+		goto out_move_back;
+	}
+	/*
+	 * (5) Wake now rather than after populating: the sleepers retry at once
+	 * and fault the store page in themselves if they win the race.
+	 */
+	contended = uffd_sleepers(m->uffd);
+	uffd_wake(m->uffd, addr, len);
+	dt = now_ns() - t0;
+	if (madvise((void *)addr, len, MADV_POPULATE_READ) < 0)
+		populate_err = -errno;
+	window_exit();
+
+	/*
+	 * The scratch pages hold the old copies, now unused.  Nothing but this
+	 * thread knows them, so they may be dropped after the window.  If this
+	 * failed, the next MOVE into the scratch area would fail with EEXIST;
+	 * it cannot fail on our own private mapping short of a kernel bug.
+	 */
+	KSMU_BUG_ON(madvise((void *)m->scratch, len, MADV_DONTNEED) < 0);
+
+	m->stats.windows++;
+	m->stats.windows_contended += contended;
+	m->stats.window_ns += dt;
+	m->stats.window_ns_max = KSMU_MAX(m->stats.window_ns_max, dt);
+	m->stats.pages_merged += n;
+	m->stats.runs_merged++;
+	if (populate_err) {
+		m->stats.populate_failed++;
+		pr_debug("MADV_POPULATE_READ %#lx+%zu: %s", (unsigned long)addr, len,
+			 strerror(-populate_err));
+	}
+	return 0;
+
+out_move_back:
+	/*
+	 * (4b) Put back what was moved: the same pages at the same addresses.
+	 * The run is still registered with our uffd, as a MOVE destination must
+	 * be.  This fails only if the application unmapped or remapped the run
+	 * during the window (or, before 6.12, if our failed mmap took it away).
+	 */
+	if (moved) {
+		back_err = move_range(m->uffd, addr, m->scratch, moved, &back);
+		if (back_err && mapped_failed)
+			back_err = recreate_anon(m, addr, back, moved);
+		if (back_err)
+			madvise((void *)(m->scratch + back), moved - back, MADV_DONTNEED);
+	}
+	contended = uffd_sleepers(m->uffd);
+	/*
+	 * (5) UFFDIO_UNREGISTER wakes the sleepers of the range itself and lets
+	 * the VMA merge back with its neighbours; it fails harmlessly if the
+	 * application changed the range.  The explicit wake covers that case.
+	 */
+	uffd_unregister(m->uffd, addr, len);
+	uffd_wake(m->uffd, addr, len);
+	dt = now_ns() - t0;
+	window_exit();
+
+	m->stats.windows++;
+	m->stats.windows_contended += contended;
+	m->stats.window_ns += dt;
+	m->stats.window_ns_max = KSMU_MAX(m->stats.window_ns_max, dt);
+	if (bad)
+		*bad = culprit;
+	if (back_err) {
+		m->stats.lost += (moved - back) >> KSMU_PAGE_SHIFT;
+		m->stats.errors++;
+		pr_warn("%#lx+%zu changed during the merge window: %zu page(s) not put back (%s)",
+			(unsigned long)addr, len, (moved - back) >> KSMU_PAGE_SHIFT,
+			strerror(-back_err));
+		return -EFAULT;
+	}
+	switch (err) {
+	case -EBUSY:
+		m->stats.busy++;
+		break;
+	case -EAGAIN:
+		m->stats.differ++;
+		break;
+	case -ENOENT:
+		m->stats.absent++;
+		break;
+	case -EEXIST:
+		/*
+		 * Only the MOVE into the scratch area reports EEXIST (mmap
+		 * does not): a scratch page was not empty, an invariant of
+		 * this file is broken.  The application's pages are intact.
+		 */
+		m->stats.errors++;
+		pr_err("scratch area not empty at page %zu", culprit);
+		return -EIO;
+	default:
+		m->stats.errors++;
+		break;
+	}
+	return err;
+}
+
+int ksmu_merge_page(struct ksmu_merger *m, uintptr_t addr, int store_fd, size_t idx,
+		    const void *expected)
+{
+	return ksmu_merge_run(m, addr, 1, store_fd, idx, expected, NULL);
+}

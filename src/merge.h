@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * merge.h - the merge window: replace private anonymous pages by
+ * MAP_PRIVATE mappings of store (memfd) pages, pin-safely and without
+ * losing a concurrent access (see merge.c).
+ */
+#ifndef KSMU_MERGE_H
+#define KSMU_MERGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Longest run one window can merge (pages); the scratch area of a merger
+ * is this long (virtual only: it holds pages only while a window is open).
+ */
+#define KSMU_MERGE_MAX_RUN 512
+
+/**
+ * struct ksmu_merge_stats - what a merger did (counts of calls unless said).
+ * @windows:         windows opened (the range was registered)
+ * @windows_contended: windows in which an application thread was found
+ *                   sleeping on a fault of the run just before the wake (a
+ *                   lower bound: one that came and went is not seen)
+ * @pages_merged:    pages now mapping a store page
+ * @runs_merged:     calls that merged (a page or a run)
+ * @busy:            calls that found a page pinned or COW-shared (-EBUSY)
+ * @differ:          calls that found a page's content not the expected one
+ * @absent:          calls that found a page not present (-ENOENT)
+ * @errors:          calls that failed otherwise
+ * @populate_failed: merges whose MADV_POPULATE_READ failed (merge still done;
+ *                   the store page is then mapped on first access)
+ * @lost:            pages that could not be put back because their range
+ *                   was unmapped or remapped during the window (RACES in
+ *                   merge.c); only a caller not using the exclusion sees it
+ * @window_ns:       total time windows were open (faulting threads may have
+ *                   been blocked for at most this long), in nanoseconds
+ * @window_ns_max:   longest window, in nanoseconds
+ */
+struct ksmu_merge_stats {
+	uint64_t windows;
+	uint64_t windows_contended;
+	uint64_t pages_merged;
+	uint64_t runs_merged;
+	uint64_t busy;
+	uint64_t differ;
+	uint64_t absent;
+	uint64_t errors;
+	uint64_t populate_failed;
+	uint64_t lost;
+	uint64_t window_ns;
+	uint64_t window_ns_max;
+};
+
+/**
+ * struct ksmu_merger - one thread's merge machinery.
+ * @uffd:          userfaultfd with UFFD_FEATURE_MOVE, opened without
+ *                 UFFD_USER_MODE_ONLY so that faults the kernel takes for
+ *                 the process (read(2) into a page) wait too; -1 when closed
+ * @scratch:       KSMU_MERGE_MAX_RUN pages of private anonymous memory,
+ *                 registered MODE_MISSING with @uffd (UFFDIO_MOVE's
+ *                 destination must be registered with the same uffd); every
+ *                 page of it is empty between windows
+ * @scratch_pages: length of @scratch in pages
+ * @fork_gen:      fork generation at init: a child forked later must not
+ *                 use the merger (its uffd works on the parent's memory)
+ * @stats:         counters, written by the merging thread only
+ */
+struct ksmu_merger {
+	int uffd;
+	uintptr_t scratch;
+	size_t scratch_pages;
+	unsigned int fork_gen;
+	struct ksmu_merge_stats stats;
+};
+
+/**
+ * ksmu_merger_init() - open the userfaultfd and map the scratch area.
+ * @m: merger to initialise (any content)
+ *
+ * Return: 0; -EOPNOTSUPP if the kernel lacks UFFDIO_MOVE (before 6.8);
+ * -EPERM, -EACCES if no userfaultfd without UFFD_USER_MODE_ONLY may be
+ * opened (needs root, CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or
+ * access to /dev/userfaultfd); -ENOSYS without userfaultfd; -ENOMEM.
+ * On error @m is left closed (ksmu_merger_destroy() is harmless).
+ * Context: any thread; registers pthread_atfork() handlers once per process.
+ */
+int ksmu_merger_init(struct ksmu_merger *m);
+
+/**
+ * ksmu_merger_destroy() - close the userfaultfd and unmap the scratch area.
+ * @m: merger, initialised or closed
+ * Context: no window of @m may be open (the caller owns @m).
+ */
+void ksmu_merger_destroy(struct ksmu_merger *m);
+
+/**
+ * ksmu_merge_run() - merge @n adjacent pages into @n adjacent store pages.
+ * @m:         merger
+ * @addr:      first page, page-aligned, in a private anonymous read-write
+ *             mapping of the calling process
+ * @n:         pages, 1 .. KSMU_MERGE_MAX_RUN
+ * @store_fd:  descriptor of the store (a memfd or regular file), readable
+ * @first_idx: store page that page 0 of the run is to map
+ * @expected:  @n * 4096 bytes: the content each page must have, which must
+ *             also be the content of the store pages (the caller's promise;
+ *             checked only with KSMU_DEBUG >= 1).  Best a read-only mapping
+ *             of the store itself; never memory that another merger may be
+ *             merging at the same time (two windows each reading the
+ *             other's run would wait for each other forever)
+ * @bad:       if not NULL, set to the index in the run of the page that
+ *             made the call fail (0 on success or when no page is to blame)
+ *
+ * Either every page of the run now maps its store page (one mmap: the run
+ * costs at most 2 VMAs, and fewer when it continues a neighbouring run of
+ * the same store), or no page changed at all: the same content at the same
+ * physical page, pins and all.
+ *
+ * Return: 0 merged; -EBUSY a page is pinned (io_uring fixed buffer, RDMA,
+ * VFIO, O_DIRECT in flight) or COW-shared with a forked process, nothing
+ * changed; -EAGAIN a page's content differs from @expected, nothing changed
+ * (pages moved back); -ENOENT a page is not present (never touched or
+ * dropped), or the range vanished before the window; -EINVAL @addr is not
+ * page-aligned, or the range is not (all) private anonymous read-write
+ * memory of one kind (unmapped, file-backed such as an already merged page,
+ * read-only, executable, mlocked) or @store_fd is not a regular file;
+ * -EEXIST the range is registered with another userfaultfd (another
+ * merger's window, or a dirty tracker); -EDEADLK the range holds memory the
+ * merging thread itself touches during the window (@expected, @m, its
+ * stack); -ERANGE a store page lies beyond the end of the store; -E2BIG @n
+ * is larger than KSMU_MERGE_MAX_RUN; -ECHILD called in a process forked
+ * after ksmu_merger_init(); -EFAULT the range was unmapped or remapped by
+ * the application during the window and its page(s) could not be put back
+ * (stats.lost; see RACES in merge.c); -ENOMEM no VMA could be added
+ * (vm.max_map_count); -EIO the merger's scratch area was found in use (a
+ * bug; nothing changed); other -errno from mmap(2).
+ * Context: one thread per merger; several mergers may run windows at once.
+ * Blocks every thread of the process that touches the run for the few
+ * microseconds of the window, and waits while ksmu_merge_exclude_begin()
+ * holds windows off (fork in progress).
+ */
+int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd, size_t first_idx,
+		   const void *expected, size_t *bad);
+
+/**
+ * ksmu_merge_page() - ksmu_merge_run() of one page.
+ * Return: as ksmu_merge_run().
+ */
+int ksmu_merge_page(struct ksmu_merger *m, uintptr_t addr, int store_fd, size_t idx,
+		    const void *expected);
+
+/**
+ * ksmu_merge_exclude_begin() - hold merge windows off (and wait for the
+ * open ones to close).
+ *
+ * For code that changes the address space of the process while mergers
+ * may run: munmap(2), mremap(2), mmap(MAP_FIXED), madvise(MADV_DONTNEED,
+ * MADV_FREE, MADV_REMOVE) of memory that may be merged.  fork() is covered
+ * already (pthread_atfork).  Calls may nest and run in several threads at
+ * once; each must be paired with ksmu_merge_exclude_end().
+ * Context: any thread that has no window open; spins (with sched_yield) for
+ * at most the length of a window.
+ */
+void ksmu_merge_exclude_begin(void);
+
+/** ksmu_merge_exclude_end() - let merge windows open again. */
+void ksmu_merge_exclude_end(void);
+
+#endif /* KSMU_MERGE_H */
