@@ -243,10 +243,20 @@ KSMU_API int ksmu_set_run(int mode);
 KSMU_API int ksmu_scan_full(void);
 
 /**
- * ksmu_probe() - report what the running kernel offers.
- * @out: filled with the features; probed once per process, then cached
- * Return: 0; -EINVAL if @out is NULL.
+ * ksmu_probe_sized() - report what the running kernel offers.
+ * @out:  filled with up to @size bytes of struct ksmu_features (fields are
+ *        only ever appended); out->size tells how many bytes were filled
+ * @size: sizeof(struct ksmu_features) as the caller knows it
+ *
+ * The kernel is probed once per process, then the result is cached.
+ * Return: 0; -EINVAL if @out is NULL or @size is 0.
  * Context: thread-safe.
+ */
+KSMU_API int ksmu_probe_sized(struct ksmu_features *out, size_t size);
+
+/**
+ * ksmu_probe() - ksmu_probe_sized(out, sizeof(*out)).
+ * Return: 0; -EINVAL if @out is NULL.
  */
 KSMU_API int ksmu_probe(struct ksmu_features *out);
 

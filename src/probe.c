@@ -616,12 +616,22 @@ const struct ksmu_features *ksmu_probe_get(void)
 	return &probe_cache;
 }
 
+KSMU_API int ksmu_probe_sized(struct ksmu_features *out, size_t size)
+{
+	struct ksmu_features f;
+
+	if (!out || !size)
+		return -EINVAL;
+	f = *ksmu_probe_get();
+	/* An older caller's smaller struct gets its prefix; size says how much. */
+	f.size = (uint32_t)(size < sizeof(f) ? size : sizeof(f));
+	memcpy(out, &f, f.size);
+	return 0;
+}
+
 KSMU_API int ksmu_probe(struct ksmu_features *out)
 {
-	if (!out)
-		return -EINVAL;
-	*out = *ksmu_probe_get();
-	return 0;
+	return ksmu_probe_sized(out, sizeof(*out));
 }
 
 /* ------------------------------------------------------------ describe */

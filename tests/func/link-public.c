@@ -14,7 +14,7 @@ int main(void)
 	static const char *const pub[] = { "ksmu_register", "ksmu_unregister", "ksmu_stats",
 					   "ksmu_stats_get", "ksmu_proc_stats", "ksmu_set_tunable",
 					   "ksmu_get_tunable", "ksmu_set_run", "ksmu_scan_full",
-					   "ksmu_probe", "ksmu_probe_describe", "ksmu_set_log", "ksmu_version" };
+					   "ksmu_probe", "ksmu_probe_sized", "ksmu_probe_describe", "ksmu_set_log", "ksmu_version" };
 	static const char *const hidden[] = { "ksmu_scan_batch", "ksmu_rb_insert_color",
 					      "ksmu_engine_get", "ksmu_hash_page", "ksmu_log",
 					      "ksmu_probe_get", "ksmu_knob_set" };

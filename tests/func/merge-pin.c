@@ -30,65 +30,12 @@
 #include "compat.h"
 #include "merge.h"
 #include "test.h"
+#include "t_mem.h"
 
 #define PG 4096UL
 #define ODIRECT_PAGES 16
 #define ODIRECT_ROUNDS 200
 
-static int pm_fd = -1;
-
-static uint64_t pfn_of(const void *p)
-{
-	uint64_t e = 0;
-
-	if (pread(pm_fd, &e, sizeof(e), (off_t)((uintptr_t)p / PG * sizeof(e))) != sizeof(e))
-		return 0;
-	return e & KSMU_PM_PFN_MASK;
-}
-
-static void *map_anon(size_t pages)
-{
-	void *p =
-	    mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED) {
-		perror("mmap");
-		exit(T_EXIT_FAIL);
-	}
-	return p;
-}
-
-static int store_new(size_t pages)
-{
-	int fd = memfd_create("ksmu-test-store", MFD_CLOEXEC);
-
-	if (fd < 0 || ftruncate(fd, (off_t)(pages * PG)) < 0) {
-		perror("memfd");
-		exit(T_EXIT_FAIL);
-	}
-	return fd;
-}
-
-static void store_put(int fd, size_t idx, const void *page)
-{
-	if (pwrite(fd, page, PG, (off_t)(idx * PG)) != (ssize_t)PG) {
-		perror("pwrite store");
-		exit(T_EXIT_FAIL);
-	}
-}
-
-static void fill(void *page, uint64_t seed)
-{
-	uint64_t *w = page, x = seed * 0x9e3779b97f4a7c15ULL + 1;
-	size_t i;
-
-	for (i = 0; i < PG / sizeof(*w); i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		w[i] = x;
-	}
-}
 
 /* An unlinked temporary file on a disk file system holding @pages of @data. */
 static int temp_file(const void *data, size_t pages)
@@ -142,8 +89,8 @@ static void test_fixed_buffer(struct ksmu_merger *m)
 	struct io_uring ring;
 	struct io_uring_sqe *sqe;
 	struct iovec iov;
-	char *r = map_anon(4), *a;
-	int sfd = store_new(3), ffd, err;
+	char *r = t_map_anon(4), *a;
+	int sfd = t_store_new(3), ffd, err;
 	uint64_t pfn_a, pfn_p;
 	size_t bad = 99;
 
@@ -153,11 +100,11 @@ static void test_fixed_buffer(struct ksmu_merger *m)
 		printf("   SKIP part: io_uring_queue_init: %s\n", strerror(-err));
 		goto out;
 	}
-	fill(x, 1);
-	fill(z, 2);
-	store_put(sfd, 0, x);
-	store_put(sfd, 1, x);
-	store_put(sfd, 2, z);
+	t_fill_page(x, 1);
+	t_fill_page(z, 2);
+	t_store_put(sfd, 0, x);
+	t_store_put(sfd, 1, x);
+	t_store_put(sfd, 2, z);
 	ffd = temp_file(z, 1);
 	a = r + PG;
 	memcpy(r, x, PG); /* a plain duplicate */
@@ -170,12 +117,12 @@ static void test_fixed_buffer(struct ksmu_merger *m)
 		printf("   SKIP part: io_uring_register_buffers: %s\n", strerror(-err));
 		goto out_ring;
 	}
-	pfn_a = pfn_of(a);
-	pfn_p = pfn_of(r);
+	pfn_a = t_pfn_of(a);
+	pfn_p = t_pfn_of(r);
 
 	CHECK_RET("pinned page", ksmu_merge_page(m, (uintptr_t)a, sfd, 0, x), -EBUSY);
 	CHECK("content kept", !memcmp(a, x, PG));
-	CHECK("PFN kept", pfn_of(a) == pfn_a);
+	CHECK("PFN kept", t_pfn_of(a) == pfn_a);
 	CHECK("stats busy", m->stats.busy >= 1);
 
 	/* store pages 0 and 1 both hold x: the run r[0..1] -> store 0..1 */
@@ -184,8 +131,8 @@ static void test_fixed_buffer(struct ksmu_merger *m)
 	CHECK_RET("run with the pinned page", ksmu_merge_run(m, (uintptr_t)r, 2, sfd, 0, xx, &bad),
 		  -EBUSY);
 	CHECK("culprit is the pinned page", bad == 1);
-	CHECK("first page moved back", pfn_of(r) == pfn_p && !memcmp(r, x, PG));
-	CHECK("pinned page kept", pfn_of(a) == pfn_a && !memcmp(a, x, PG));
+	CHECK("first page moved back", t_pfn_of(r) == pfn_p && !memcmp(r, x, PG));
+	CHECK("pinned page kept", t_pfn_of(a) == pfn_a && !memcmp(a, x, PG));
 
 	CHECK_RET("unpinned duplicate merges",
 		  ksmu_merge_page(m, (uintptr_t)(r + 2 * PG), sfd, 0, x), 0);
@@ -197,12 +144,12 @@ static void test_fixed_buffer(struct ksmu_merger *m)
 	err = ring_wait(&ring);
 	CHECK_RET("READ_FIXED", err, (long)PG);
 	CHECK("the application sees the data", !memcmp(a, z, PG));
-	CHECK("still the pinned page", pfn_of(a) == pfn_a);
+	CHECK("still the pinned page", t_pfn_of(a) == pfn_a);
 
 	CHECK_RET("unregister", io_uring_unregister_buffers(&ring), 0);
 	CHECK_RET("merge after unpin", ksmu_merge_page(m, (uintptr_t)a, sfd, 2, z), 0);
 	CHECK("content", !memcmp(a, z, PG));
-	CHECK("now the store page", pfn_of(a) != pfn_a);
+	CHECK("now the store page", t_pfn_of(a) != pfn_a);
 	close(ffd);
 out_ring:
 	io_uring_queue_exit(&ring);
@@ -214,16 +161,16 @@ out:
 static void test_fork(struct ksmu_merger *m)
 {
 	unsigned char x[PG];
-	char *r = map_anon(2), go = 0;
-	int sfd = store_new(1), p2c[2], status = -1, ret;
+	char *r = t_map_anon(2), go = 0;
+	int sfd = t_store_new(1), p2c[2], status = -1, ret;
 	uint64_t pfn0;
 	pid_t pid;
 
 	printf("-- page COW-shared with a forked child\n");
-	fill(x, 3);
-	store_put(sfd, 0, x);
+	t_fill_page(x, 3);
+	t_store_put(sfd, 0, x);
 	memcpy(r, x, PG);
-	pfn0 = pfn_of(r);
+	pfn0 = t_pfn_of(r);
 	if (pipe(p2c) < 0) {
 		perror("pipe");
 		exit(T_EXIT_FAIL);
@@ -238,7 +185,7 @@ static void test_fork(struct ksmu_merger *m)
 	close(p2c[0]);
 	CHECK_RET("shared with child", ksmu_merge_page(m, (uintptr_t)r, sfd, 0, x), -EBUSY);
 	CHECK("parent content", !memcmp(r, x, PG));
-	CHECK("parent PFN", pfn_of(r) == pfn0);
+	CHECK("parent PFN", t_pfn_of(r) == pfn0);
 	CHECK("write go", write(p2c[1], &go, 1) == 1);
 	close(p2c[1]);
 	CHECK("child exited", waitpid(pid, &status, 0) == pid);
@@ -250,7 +197,7 @@ static void test_fork(struct ksmu_merger *m)
 	CHECK("-EBUSY or merged", ret == -EBUSY || ret == 0);
 	if (ret == -EBUSY) {
 		CHECK_RET("POPULATE_WRITE", madvise(r, PG, MADV_POPULATE_WRITE) ? -errno : 0, 0);
-		CHECK("reused, not copied", pfn_of(r) == pfn0);
+		CHECK("reused, not copied", t_pfn_of(r) == pfn0);
 		CHECK_RET("then merges", ksmu_merge_page(m, (uintptr_t)r, sfd, 0, x), 0);
 	}
 	CHECK("content", !memcmp(r, x, PG));
@@ -276,12 +223,12 @@ static void test_odirect(struct ksmu_merger *m)
 		goto out_free;
 	}
 	for (i = 0; i < ODIRECT_PAGES; i++) {
-		fill(x + i * PG, 10 + i);
-		fill(z + i * PG, 50 + i);
+		t_fill_page(x + i * PG, 10 + i);
+		t_fill_page(z + i * PG, 50 + i);
 	}
-	sfd = store_new(ODIRECT_PAGES);
+	sfd = t_store_new(ODIRECT_PAGES);
 	for (i = 0; i < ODIRECT_PAGES; i++)
-		store_put(sfd, i, x + i * PG);
+		t_store_put(sfd, i, x + i * PG);
 	ffd = temp_file(z, 1);
 	for (i = 0; i < ODIRECT_PAGES; i++) {
 		if (pwrite(ffd, z + i * PG, PG, (off_t)(i * PG)) != (ssize_t)PG)
@@ -294,7 +241,7 @@ static void test_odirect(struct ksmu_merger *m)
 		printf("   SKIP part: O_DIRECT: %s\n", strerror(errno));
 		goto out_close;
 	}
-	r = map_anon(ODIRECT_ROUNDS * ODIRECT_PAGES);
+	r = t_map_anon(ODIRECT_ROUNDS * ODIRECT_PAGES);
 	for (i = 0; i < ODIRECT_ROUNDS; i++) {
 		run = r + i * len;
 		memcpy(run, x, len);
@@ -357,10 +304,10 @@ int main(void)
 		fprintf(stderr, "ksmu_merger_init: %s\n", strerror(-err));
 		return T_EXIT_FAIL;
 	}
-	pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (pm_fd < 0)
+	t_pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (t_pm_fd < 0)
 		t_skip("no /proc/self/pagemap");
-	if (!pfn_of(&m))
+	if (!t_pfn_of(&m))
 		t_skip("PFNs hidden in /proc/self/pagemap (needs CAP_SYS_ADMIN)");
 
 	test_fixed_buffer(&m);
@@ -368,6 +315,6 @@ int main(void)
 	test_odirect(&m);
 
 	ksmu_merger_destroy(&m);
-	close(pm_fd);
+	close(t_pm_fd);
 	return t_exit();
 }

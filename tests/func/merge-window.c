@@ -32,33 +32,14 @@
 #include "compat.h"
 #include "merge.h"
 #include "test.h"
+#include "t_mem.h"
 #include "util.h"
 
 #define PG 4096UL
 
-static int pm_fd = -1;
 static int have_pfn;
 
 /* ---------------------------------------------------------------- helpers */
-
-static uint64_t pm_entry(const void *p)
-{
-	uint64_t e = 0;
-
-	if (pread(pm_fd, &e, sizeof(e), (off_t)((uintptr_t)p / PG * sizeof(e))) != sizeof(e))
-		return 0;
-	return e;
-}
-
-static uint64_t pfn_of(const void *p)
-{
-	return pm_entry(p) & KSMU_PM_PFN_MASK;
-}
-
-static int present(const void *p)
-{
-	return !!(pm_entry(p) & KSMU_PM_PRESENT);
-}
 
 /* Number of /proc/self/maps lines that intersect [lo, hi). */
 static int maps_in(const void *lo_p, size_t len)
@@ -117,58 +98,6 @@ static long region_pss_kb(const void *lo_p, size_t len)
 	return sum;
 }
 
-static void *map_anon(size_t pages)
-{
-	void *p =
-	    mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED) {
-		perror("mmap");
-		exit(T_EXIT_FAIL);
-	}
-	return p;
-}
-
-static int store_new(size_t pages)
-{
-	int fd = memfd_create("ksmu-test-store", MFD_CLOEXEC);
-
-	if (fd < 0 || ftruncate(fd, (off_t)(pages * PG)) < 0) {
-		perror("memfd");
-		exit(T_EXIT_FAIL);
-	}
-	return fd;
-}
-
-static void store_put(int fd, size_t idx, const void *page)
-{
-	if (pwrite(fd, page, PG, (off_t)(idx * PG)) != (ssize_t)PG) {
-		perror("pwrite store");
-		exit(T_EXIT_FAIL);
-	}
-}
-
-static int store_equals(int fd, size_t idx, const void *page)
-{
-	unsigned char buf[PG];
-
-	return pread(fd, buf, PG, (off_t)(idx * PG)) == (ssize_t)PG && !memcmp(buf, page, PG);
-}
-
-/* A page of content that depends on @seed only, never all zero. */
-static void fill(void *page, uint64_t seed)
-{
-	uint64_t *w = page, x = seed * 0x9e3779b97f4a7c15ULL + 1;
-	size_t i;
-
-	for (i = 0; i < PG / sizeof(*w); i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		w[i] = x;
-	}
-}
-
 /* PFN of store page @idx, seen through a shared mapping of the store. */
 static uint64_t store_pfn(int fd, size_t idx)
 {
@@ -178,7 +107,7 @@ static uint64_t store_pfn(int fd, size_t idx)
 	if (p == MAP_FAILED)
 		return 0;
 	(void)p[0];
-	pfn = pfn_of((const void *)p);
+	pfn = t_pfn_of((const void *)p);
 	munmap((void *)p, PG);
 	return pfn;
 }
@@ -188,22 +117,22 @@ static uint64_t store_pfn(int fd, size_t idx)
 static void test_basic(struct ksmu_merger *m)
 {
 	unsigned char x[PG], y[PG], before[PG];
-	char *r = map_anon(8);
-	int fd = store_new(4);
+	char *r = t_map_anon(8);
+	int fd = t_store_new(4);
 	uint64_t spfn, pfn3;
 	int n0;
 
 	printf("-- basic: two pages into one store page\n");
-	fill(x, 1);
-	fill(y, 2);
+	t_fill_page(x, 1);
+	t_fill_page(y, 2);
 	memcpy(r + 1 * PG, x, PG);
 	memcpy(r + 5 * PG, x, PG);
 	memcpy(r + 3 * PG, y, PG);
 	memset(r + 0 * PG, 1, PG);
 	memset(r + 7 * PG, 1, PG);
-	store_put(fd, 0, x);
+	t_store_put(fd, 0, x);
 
-	have_pfn = pfn_of(r + PG) != 0;
+	have_pfn = t_pfn_of(r + PG) != 0;
 	if (!have_pfn)
 		printf("   (PFNs hidden: not root; PFN checks skipped)\n");
 	n0 = maps_in(r, 8 * PG);
@@ -213,13 +142,13 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK_RET("merge page 5", ksmu_merge_page(m, (uintptr_t)(r + 5 * PG), fd, 0, x), 0);
 	CHECK("content 1", !memcmp(r + PG, x, PG));
 	CHECK("content 5", !memcmp(r + 5 * PG, x, PG));
-	CHECK("populated at once", present(r + PG) && present(r + 5 * PG));
+	CHECK("populated at once", t_present(r + PG) && t_present(r + 5 * PG));
 	if (have_pfn) {
 		spfn = store_pfn(fd, 0);
 		printf("   pfn page1 %#" PRIx64 " page5 %#" PRIx64 " store %#" PRIx64 "\n",
-		       pfn_of(r + PG), pfn_of(r + 5 * PG), spfn);
-		CHECK("same PFN", pfn_of(r + PG) == pfn_of(r + 5 * PG));
-		CHECK("store PFN", spfn && pfn_of(r + PG) == spfn);
+		       t_pfn_of(r + PG), t_pfn_of(r + 5 * PG), spfn);
+		CHECK("same PFN", t_pfn_of(r + PG) == t_pfn_of(r + 5 * PG));
+		CHECK("store PFN", spfn && t_pfn_of(r + PG) == spfn);
 	}
 	/* pages 1 and 5 are VMAs of their own now: 1 -> 5 */
 	printf("   VMAs %d -> %d\n", n0, maps_in(r, 8 * PG));
@@ -231,10 +160,10 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK("rest of the page kept",
 	      !memcmp(r + PG, x, 100) && !memcmp(r + PG + 101, x + 101, PG - 101));
 	CHECK("other page unchanged", !memcmp(r + 5 * PG, x, PG));
-	CHECK("store unchanged", store_equals(fd, 0, x));
+	CHECK("store unchanged", t_store_equals(fd, 0, x));
 	if (have_pfn) {
-		CHECK("writer got its own page", pfn_of(r + PG) != pfn_of(r + 5 * PG));
-		CHECK("store still shared", pfn_of(r + 5 * PG) == store_pfn(fd, 0));
+		CHECK("writer got its own page", t_pfn_of(r + PG) != t_pfn_of(r + 5 * PG));
+		CHECK("store still shared", t_pfn_of(r + 5 * PG) == store_pfn(fd, 0));
 	}
 
 	printf("-- a merged page cannot be merged again (file-backed VMA)\n");
@@ -244,17 +173,17 @@ static void test_basic(struct ksmu_merger *m)
 	printf("-- content differs: -EAGAIN, page moved back\n");
 	n0 = maps_in(r, 8 * PG);
 	memcpy(before, r + 3 * PG, PG);
-	pfn3 = pfn_of(r + 3 * PG);
+	pfn3 = t_pfn_of(r + 3 * PG);
 	CHECK_RET("differs", ksmu_merge_page(m, (uintptr_t)(r + 3 * PG), fd, 0, x), -EAGAIN);
 	CHECK("bit-identical", !memcmp(r + 3 * PG, before, PG));
-	CHECK("same PFN", pfn_of(r + 3 * PG) == pfn3);
+	CHECK("same PFN", t_pfn_of(r + 3 * PG) == pfn3);
 	CHECK("VMAs merged back", maps_in(r, 8 * PG) == n0);
 	CHECK("stats differ", m->stats.differ >= 1);
 
 	printf("-- never touched: -ENOENT\n");
-	CHECK("absent", !present(r + 6 * PG));
+	CHECK("absent", !t_present(r + 6 * PG));
 	CHECK_RET("absent", ksmu_merge_page(m, (uintptr_t)(r + 6 * PG), fd, 0, x), -ENOENT);
-	CHECK("still absent", !present(r + 6 * PG));
+	CHECK("still absent", !t_present(r + 6 * PG));
 	CHECK("VMAs unchanged", maps_in(r, 8 * PG) == n0);
 	r[6 * PG] = 3; /* would hang if the window had left it registered */
 	CHECK("usable", r[6 * PG] == 3 && r[6 * PG + 1] == 0);
@@ -266,15 +195,15 @@ static void test_basic(struct ksmu_merger *m)
 static void test_errors(struct ksmu_merger *m)
 {
 	unsigned char x[PG];
-	char *r = map_anon(4), *ro;
-	int fd = store_new(2);
+	char *r = t_map_anon(4), *ro;
+	int fd = t_store_new(2);
 	size_t bad = 99;
 
 	printf("-- argument and mapping errors\n");
-	fill(x, 3);
+	t_fill_page(x, 3);
 	memcpy(r, x, PG);
 	memcpy(r + PG, x, PG);
-	store_put(fd, 0, x);
+	t_store_put(fd, 0, x);
 	CHECK_RET("unaligned", ksmu_merge_page(m, (uintptr_t)r + 8, fd, 0, x), -EINVAL);
 	CHECK_RET("beyond store", ksmu_merge_page(m, (uintptr_t)r, fd, 2, x), -ERANGE);
 	CHECK_RET("expected inside", ksmu_merge_page(m, (uintptr_t)r, fd, 0, r), -EDEADLK);
@@ -296,16 +225,16 @@ static void test_pss(struct ksmu_merger *m)
 {
 	const size_t n = 2048;
 	unsigned char x[PG];
-	char *r = map_anon(n);
-	int fd = store_new(1);
+	char *r = t_map_anon(n);
+	int fd = t_store_new(1);
 	long before, after, rbefore, rafter, ideal = (long)((n - 1) * PG / 1024);
 	size_t i, merged = 0;
 
 	printf("-- Pss: %zu copies into one store page\n", n);
-	fill(x, 4);
+	t_fill_page(x, 4);
 	for (i = 0; i < n; i++)
 		memcpy(r + i * PG, x, PG);
-	store_put(fd, 0, x);
+	t_store_put(fd, 0, x);
 	before = pss_kb();
 	rbefore = region_pss_kb(r, n * PG);
 	for (i = 0; i < n; i++)
@@ -326,7 +255,7 @@ static void test_pss(struct ksmu_merger *m)
 	}
 	CHECK("content", i == n);
 	if (have_pfn)
-		CHECK("one PFN", pfn_of(r) == pfn_of(r + (n - 1) * PG));
+		CHECK("one PFN", t_pfn_of(r) == t_pfn_of(r + (n - 1) * PG));
 	munmap(r, n * PG);
 	close(fd);
 }
@@ -336,16 +265,16 @@ static void test_run(struct ksmu_merger *m)
 	const size_t n = 64, total = 256, at = 64, sidx = 16;
 	unsigned char *exp = malloc(n * PG), *save = malloc(n * PG);
 	uint64_t pfns[64];
-	char *r = map_anon(total);
-	int fd = store_new(sidx + 2 * n), n0;
+	char *r = t_map_anon(total);
+	int fd = t_store_new(sidx + 2 * n), n0;
 	size_t i, bad = 99;
 	int ok;
 
 	printf("-- run of %zu pages, one mmap\n", n);
 	memset(r, 0x11, total * PG);
 	for (i = 0; i < n; i++) {
-		fill(exp + i * PG, 100 + i);
-		store_put(fd, sidx + i, exp + i * PG);
+		t_fill_page(exp + i * PG, 100 + i);
+		t_store_put(fd, sidx + i, exp + i * PG);
 	}
 	memcpy(r + at * PG, exp, n * PG);
 	n0 = maps_in(r, total * PG);
@@ -355,14 +284,14 @@ static void test_run(struct ksmu_merger *m)
 	CHECK("content", !memcmp(r + at * PG, exp, n * PG));
 	if (have_pfn) {
 		for (ok = 1, i = 0; i < n; i++)
-			ok &= pfn_of(r + (at + i) * PG) == store_pfn(fd, sidx + i);
+			ok &= t_pfn_of(r + (at + i) * PG) == store_pfn(fd, sidx + i);
 		CHECK("each page maps its store page", ok);
 	}
 
 	printf("-- an adjacent run of the next store pages joins the VMA\n");
 	for (i = 0; i < n; i++) {
-		fill(exp + i * PG, 200 + i);
-		store_put(fd, sidx + n + i, exp + i * PG);
+		t_fill_page(exp + i * PG, 200 + i);
+		t_store_put(fd, sidx + n + i, exp + i * PG);
 	}
 	memcpy(r + (at + n) * PG, exp, n * PG);
 	n0 = maps_in(r, total * PG);
@@ -374,22 +303,22 @@ static void test_run(struct ksmu_merger *m)
 	munmap(r, total * PG);
 
 	printf("-- run with one differing page: nothing merged, culprit reported\n");
-	r = map_anon(total);
+	r = t_map_anon(total);
 	memset(r, 0x22, total * PG);
 	for (i = 0; i < n; i++)
-		fill(exp + i * PG, 100 + i);
+		t_fill_page(exp + i * PG, 100 + i);
 	memcpy(r + at * PG, exp, n * PG);
 	r[(at + 10) * PG + 7] ^= 1;
 	memcpy(save, r + at * PG, n * PG);
 	for (i = 0; i < n; i++)
-		pfns[i] = pfn_of(r + (at + i) * PG);
+		pfns[i] = t_pfn_of(r + (at + i) * PG);
 	n0 = maps_in(r, total * PG);
 	CHECK_RET("run differs",
 		  ksmu_merge_run(m, (uintptr_t)(r + at * PG), n, fd, sidx, exp, &bad), -EAGAIN);
 	CHECK("culprit 10", bad == 10);
 	CHECK("all bit-identical", !memcmp(r + at * PG, save, n * PG));
 	for (ok = 1, i = 0; i < n; i++)
-		ok &= pfn_of(r + (at + i) * PG) == pfns[i];
+		ok &= t_pfn_of(r + (at + i) * PG) == pfns[i];
 	CHECK("all same PFNs", ok);
 	CHECK("VMAs unchanged", maps_in(r, total * PG) == n0);
 
@@ -398,13 +327,13 @@ static void test_run(struct ksmu_merger *m)
 	memcpy(save, r + at * PG, n * PG);
 	madvise(r + (at + 20) * PG, PG, MADV_DONTNEED);
 	for (i = 0; i < n; i++)
-		pfns[i] = pfn_of(r + (at + i) * PG);
+		pfns[i] = t_pfn_of(r + (at + i) * PG);
 	CHECK_RET("run hole", ksmu_merge_run(m, (uintptr_t)(r + at * PG), n, fd, sidx, exp, &bad),
 		  -ENOENT);
 	CHECK("culprit 20", bad == 20);
-	CHECK("hole still a hole", !present(r + (at + 20) * PG));
+	CHECK("hole still a hole", !t_present(r + (at + 20) * PG));
 	for (ok = 1, i = 0; i < n; i++)
-		ok &= pfn_of(r + (at + i) * PG) == pfns[i];
+		ok &= t_pfn_of(r + (at + i) * PG) == pfns[i];
 	CHECK("all same PFNs", ok);
 	/* (reading the hole would fault a page in: compare around it) */
 	CHECK("all bit-identical", !memcmp(r + at * PG, save, 20 * PG) &&
@@ -721,7 +650,7 @@ static void stress_phase(struct stress *s)
 
 	if (s->region)
 		munmap(s->region, STRESS_PAGES * PG);
-	s->region = map_anon(STRESS_PAGES);
+	s->region = t_map_anon(STRESS_PAGES);
 	for (i = 0; i < STRESS_PAGES; i++) {
 		memcpy(s->region + i * PG, s->tmpl, PG);
 		s->last_a[i] = s->last_b[i] = s->pub_b[i] = mkval(0);
@@ -750,9 +679,9 @@ static void test_stress(struct ksmu_merger *m, int kernel, unsigned long cycles)
 
 	printf("-- stress (%s): %lu cycles, writer + reader%s\n", kernel ? "kernel" : "user",
 	       cycles, kernel ? " + read(2)/write(2) of the page" : "");
-	fill(s->tmpl, 77);
+	t_fill_page(s->tmpl, 77);
 	s->kernel = kernel;
-	s->store_fd = store_new(STRESS_PAGES);
+	s->store_fd = t_store_new(STRESS_PAGES);
 	stress_phase(s);
 	s->nthreads = kernel ? 3 : 2;
 	clock_gettime(CLOCK_MONOTONIC, &a);
@@ -782,7 +711,7 @@ static void test_stress(struct ksmu_merger *m, int kernel, unsigned long cycles)
 		*word((char *)exp, OFF_A) = __atomic_load_n(word(p, OFF_A), __ATOMIC_RELAXED);
 		*word((char *)exp, OFF_Z) = __atomic_load_n(word(p, OFF_Z), __ATOMIC_RELAXED);
 		*word((char *)exp, OFF_B) = __atomic_load_n(&s->pub_b[idx], __ATOMIC_ACQUIRE);
-		store_put(s->store_fd, idx, exp);
+		t_store_put(s->store_fd, idx, exp);
 		r = ksmu_merge_page(m, (uintptr_t)p, s->store_fd, idx, exp);
 		if (r == 0) {
 			merged++;
@@ -863,7 +792,7 @@ static int page_ok(const char *p, size_t i)
 {
 	unsigned char x[PG];
 
-	fill(x, 1000 + i % FORK_PATTERNS);
+	t_fill_page(x, 1000 + i % FORK_PATTERNS);
 	return !memcmp(p, x, PG);
 }
 
@@ -901,7 +830,7 @@ static void fork_region(struct forker *f, unsigned char (*x)[PG])
 	pthread_mutex_lock(&f->lock);
 	if (f->region)
 		munmap(f->region, FORK_PAGES * PG);
-	f->region = map_anon(FORK_PAGES);
+	f->region = t_map_anon(FORK_PAGES);
 	for (i = 0; i < FORK_PAGES; i++)
 		memcpy(f->region + i * PG, x[i % FORK_PATTERNS], PG);
 	__atomic_store_n(&f->cur, 0, __ATOMIC_RELEASE);
@@ -913,15 +842,15 @@ static void test_fork(struct ksmu_merger *m)
 	struct forker f = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	unsigned char x[FORK_PATTERNS][PG];
 	unsigned long merged = 0, busy = 0, other = 0;
-	int fd = store_new(FORK_PATTERNS), r, round;
+	int fd = t_store_new(FORK_PATTERNS), r, round;
 	pthread_t th;
 	size_t i;
 	char *p;
 
 	printf("-- fork() while merging: children never see an open window\n");
 	for (i = 0; i < FORK_PATTERNS; i++) {
-		fill(x[i], 1000 + i);
-		store_put(fd, i, x[i]);
+		t_fill_page(x[i], 1000 + i);
+		t_store_put(fd, i, x[i]);
 	}
 	fork_region(&f, x);
 	pthread_create(&th, NULL, forker_fn, &f);
@@ -985,8 +914,8 @@ int main(void)
 		fprintf(stderr, "ksmu_merger_init: %s\n", strerror(-err));
 		return T_EXIT_FAIL;
 	}
-	pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (pm_fd < 0)
+	t_pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (t_pm_fd < 0)
 		t_skip("no /proc/self/pagemap");
 	if (env && *env)
 		cycles = strtoul(env, NULL, 0);
@@ -1007,6 +936,6 @@ int main(void)
 	       m.stats.populate_failed, (double)m.stats.window_ns_max / 1e3);
 	CHECK("nothing lost", m.stats.lost == 0);
 	ksmu_merger_destroy(&m);
-	close(pm_fd);
+	close(t_pm_fd);
 	return t_exit();
 }

@@ -344,6 +344,17 @@ int main(void)
 	int fds0, maps0, fds1, maps1, r;
 
 	CHECK_RET("NULL out", ksmu_probe(NULL), -EINVAL);
+	CHECK_RET("sized NULL", ksmu_probe_sized(NULL, sizeof(a)), -EINVAL);
+	CHECK_RET("sized 0", ksmu_probe_sized(&a, 0), -EINVAL);
+	{
+		/* An older, smaller struct: only its prefix is written, size says so. */
+		unsigned char small[sizeof(struct ksmu_features) + 8];
+
+		memset(small, 0xee, sizeof(small));
+		CHECK_RET("sized prefix", ksmu_probe_sized((struct ksmu_features *)(void *)small, 16), 0);
+		CHECK("prefix size reported", ((struct ksmu_features *)(void *)small)->size == 16);
+		CHECK("guard untouched", small[16] == 0xee && small[sizeof(small) - 1] == 0xee);
+	}
 
 	/* Side effects of the one real probe: counted around the first call. */
 	count_fds();

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * t_mem.h - memory helpers shared by the functional tests: pagemap entries
+ * and PFNs (the kernel selftests' way of proving a merge), anonymous
+ * mappings, a bare memfd standing in for the store, and page contents that
+ * depend on a seed only.  Failures to set up end the test with T_EXIT_FAIL.
+ */
+#ifndef KSMU_T_MEM_H
+#define KSMU_T_MEM_H
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "test.h"
+
+#define T_PG 4096UL
+
+static int t_pm_fd = -1;
+
+/* The /proc/self/pagemap entry of the page holding @p (0 if unreadable). */
+static inline uint64_t t_pm_entry(const void *p)
+{
+	uint64_t e = 0;
+
+	if (t_pm_fd < 0)
+		t_pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pread(t_pm_fd, &e, sizeof(e), (off_t)((uintptr_t)p / T_PG * sizeof(e))) != sizeof(e))
+		return 0;
+	return e;
+}
+
+/* PFN of the page holding @p; 0 when not present or PFNs are hidden (not root). */
+static inline uint64_t t_pfn_of(const void *p)
+{
+	return t_pm_entry(p) & KSMU_PM_PFN_MASK;
+}
+
+static inline int t_present(const void *p)
+{
+	return !!(t_pm_entry(p) & KSMU_PM_PRESENT);
+}
+
+static inline void *t_map_anon(size_t pages)
+{
+	void *p = mmap(NULL, pages * T_PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(T_EXIT_FAIL);
+	}
+	return p;
+}
+
+/* A memfd of @pages pages, standing in for the engine's store. */
+static inline int t_store_new(size_t pages)
+{
+	int fd = memfd_create("ksmu-test-store", MFD_CLOEXEC);
+
+	if (fd < 0 || ftruncate(fd, (off_t)(pages * T_PG)) < 0) {
+		perror("memfd");
+		exit(T_EXIT_FAIL);
+	}
+	return fd;
+}
+
+static inline void t_store_put(int fd, size_t idx, const void *page)
+{
+	if (pwrite(fd, page, T_PG, (off_t)(idx * T_PG)) != (ssize_t)T_PG) {
+		perror("pwrite store");
+		exit(T_EXIT_FAIL);
+	}
+}
+
+static inline int t_store_equals(int fd, size_t idx, const void *page)
+{
+	unsigned char buf[T_PG];
+
+	return pread(fd, buf, T_PG, (off_t)(idx * T_PG)) == (ssize_t)T_PG &&
+	       !memcmp(buf, page, T_PG);
+}
+
+/* A page of content that depends on @seed only, never all zero. */
+static inline void t_fill_page(void *page, uint64_t seed)
+{
+	uint64_t *w = page, x = seed * 0x9e3779b97f4a7c15ULL + 1;
+	size_t i;
+
+	for (i = 0; i < T_PG / sizeof(*w); i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		w[i] = x;
+	}
+}
+
+#endif /* KSMU_T_MEM_H */
