@@ -103,6 +103,8 @@ struct ksmu_stats {
 	uint64_t est_pages_sharing; /**< ksmu: pages that merging would free */
 	uint64_t est_zero_pages;    /**< ksmu: zero pages that use_zero_pages would free */
 	int64_t est_profit;         /**< ksmu: bytes merging would save, minus metadata */
+	/* ksmu: life cycle */
+	uint64_t uffd_events;       /**< ksmu: munmap/mremap/MADV_DONTNEED events applied */
 };
 
 /**

@@ -44,6 +44,7 @@
  *   pread of pagemap without PAGEMAP_SCAN.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -65,6 +66,8 @@ static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static int engine_err;
 static bool engine_ready;
 
+static int tracker_start(struct ksmu_engine *e);
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name);
 static void atfork_prepare(void);
 static void atfork_parent(void);
 static void atfork_child(void);
@@ -81,11 +84,11 @@ static void init_wake(pthread_cond_t *c)
 }
 
 /*
- * KSMU_DISABLE=pagemap_scan,uffd_wp_async makes the engine behave as on an
+ * KSMU_DISABLE=pagemap_scan,uffd_wp_async,uffd_events makes the engine behave as on an
  * older kernel that lacks those features, so that the fallback paths are
  * tested on every machine.  Read once, at start-up.
  */
-static bool disable_pagemap_scan, disable_wp_async;
+static bool disable_pagemap_scan, disable_wp_async, disable_events;
 
 static void read_disable_env(void)
 {
@@ -95,6 +98,7 @@ static void read_disable_env(void)
 		return;
 	disable_pagemap_scan = strstr(v, "pagemap_scan") != NULL;
 	disable_wp_async = disable_pagemap_scan || strstr(v, "uffd_wp_async") != NULL;
+	disable_events = strstr(v, "uffd_events") != NULL;
 }
 
 static bool best_tracker_possible(void)
@@ -138,7 +142,7 @@ static void engine_init(void)
 		goto out_bufs;
 	}
 	e->tracker_mode = KSMU_TRACK_CHECKSUM;
-	if (best_tracker_possible() && ksmu_tracker_open(&e->tracker) == 0)
+	if (best_tracker_possible() && tracker_start(e) == 0)
 		e->tracker_mode = KSMU_TRACK_WP_ASYNC;
 	else
 		pr_info("exact dirty tracking unavailable; re-hashing pages every pass");
@@ -203,28 +207,35 @@ static void *scanner_main(void *arg)
 /* Start the scanner thread if it is not running.  Lock held. */
 static int ensure_thread(struct ksmu_engine *e)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
 	int ret;
 
 	if (e->thread_running)
 		return 0;
-	/* Detached: it lives until exit (see the end of this file). */
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = pthread_create(&e->thread, &attr, scanner_main, e);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	if (ret) {
-		pr_err("cannot start the scanner thread: %s", strerror(ret));
-		return -EAGAIN;
-	}
-	pthread_setname_np(e->thread, "ksmu-scan");
+	ret = start_thread(&e->thread, scanner_main, e, "ksmu-scan");
+	if (ret)
+		return ret;
 	e->thread_running = true;
-	e->need_child_restart = false;
 	return 0;
+}
+
+/*
+ * First API call in a forked child: bring back what fork() did not copy -
+ * the exact tracker (with its event reader) and the scanner thread.
+ */
+static void child_restart(struct ksmu_engine *e)
+{
+	struct ksmu_region *r;
+
+	e->need_child_restart = false;
+	if (e->knobs.dirty_tracker != KSMU_TRACK_CHECKSUM && best_tracker_possible() &&
+	    tracker_start(e) == 0) {
+		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
+			r->wp_tracked = ksmu_tracker_register(&e->tracker, r->start,
+							      r->end - r->start) == 0;
+		e->tracker_mode = KSMU_TRACK_WP_ASYNC;
+	}
+	if (e->nr_regions)
+		ensure_thread(e);
 }
 
 /* Take the lock; in a forked child, bring the scanner back. */
@@ -235,8 +246,8 @@ static struct ksmu_engine *engine_lock(void)
 	if (!e)
 		return NULL;
 	pthread_mutex_lock(&e->lock);
-	if (e->need_child_restart && e->nr_regions)
-		ensure_thread(e);
+	if (e->need_child_restart)
+		child_restart(e);
 	return e;
 }
 
@@ -336,7 +347,8 @@ static int noop_cb(uintptr_t lo, uintptr_t hi, void *arg)
 }
 
 /* Remove [start, end) from region @r, keeping what lies outside. */
-static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t start, uintptr_t end)
+static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t start, uintptr_t end,
+		      bool still_mapped)
 {
 	uintptr_t lo = KSMU_MAX(start, r->start), hi = KSMU_MIN(end, r->end);
 	uintptr_t keep_lo_start = r->start, keep_hi_end = r->end;
@@ -351,7 +363,7 @@ static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t st
 	ksmu_region_erase(&e->regions, r);
 	e->nr_regions--;
 	e->pages_tracked -= r->nr_pages;
-	if (tracked)
+	if (tracked && still_mapped)
 		ksmu_tracker_unregister(&e->tracker, lo, hi - lo);
 	ksmu_region_free(&e->arena, r);
 	/*
@@ -381,7 +393,7 @@ KSMU_API int ksmu_unregister(void *addr, size_t len)
 		return engine_err;
 	for (r = ksmu_region_lookup(&e->regions, start); r && r->start < end; r = next) {
 		next = ksmu_region_next(r);
-		ret = cut_region(e, r, start, end);
+		ret = cut_region(e, r, start, end, true);
 		if (ret)
 			break;
 	}
@@ -511,21 +523,158 @@ int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode)
 	if (want == e->tracker_mode)
 		return 0;
 	if (want == KSMU_TRACK_CHECKSUM) {
-		/* Hashes stay valid: checksum mode re-reads every page anyway. */
-		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
+		/*
+		 * Unregister rather than close: the event reader polls the fd, and
+		 * a closed number could be reused by an unrelated file.  Hashes
+		 * stay valid: checksum mode re-reads every page anyway.
+		 */
+		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r)) {
+			if (r->wp_tracked)
+				ksmu_tracker_unregister(&e->tracker, r->start, r->end - r->start);
 			r->wp_tracked = false;
-		ksmu_tracker_close(&e->tracker); /* closing unregisters every range */
+		}
 		e->tracker_mode = KSMU_TRACK_CHECKSUM;
 		return 0;
 	}
-	ret = ksmu_tracker_open(&e->tracker);
-	if (ret)
-		return ret;
+	if (e->tracker.fd < 0) {
+		ret = tracker_start(e);
+		if (ret)
+			return ret;
+	}
 	/* Freshly registered pages read as written: each is re-hashed once. */
 	for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
 		r->wp_tracked = ksmu_tracker_register(&e->tracker, r->start, r->end - r->start) == 0;
 	e->tracker_mode = KSMU_TRACK_WP_ASYNC;
 	return 0;
+}
+
+/* ------------------------------------------------------------ uffd events */
+
+/*
+ * Apply what the application did to registered memory.  Lock held.
+ *   REMOVE (MADV_DONTNEED, MADV_REMOVE): the pages are gone; their records
+ *     are forgotten now instead of at the next visit, so no tree keeps a
+ *     candidate whose page would be faulted back in by a comparison.
+ *   UNMAP: the range is no longer registered (as a VMA's VM_MERGEABLE dies
+ *     with it).
+ *   REMAP: the registration moves with the memory, as VM_MERGEABLE moves
+ *     with its VMA; the uffd registration moved with the VMA too.  The moved
+ *     pages start with fresh records (re-hashed on their next visit).  A
+ *     mremap() that grows a region moves only the old length here: the
+ *     grown tail is not registered (documented limit).
+ * Races: the application's call has already returned when this runs (the
+ * kernel lets it go once the event is read), so the scanner may have
+ * visited the range in between; its reads of vanished pages fail with
+ * EFAULT and forget them, so the outcome is the same.
+ */
+static void apply_event(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
+{
+	struct ksmu_region *r, *next;
+
+	e->cnt.uffd_events++;
+	switch (ev->kind) {
+	case KSMU_UFFD_REMOVE:
+		for (r = ksmu_region_lookup(&e->regions, ev->start); r && r->start < ev->end;
+		     r = ksmu_region_next(r))
+			ksmu_scan_forget_range(e, r, ev->start, ev->end);
+		break;
+	case KSMU_UFFD_UNMAP:
+		for (r = ksmu_region_lookup(&e->regions, ev->start); r && r->start < ev->end;
+		     r = next) {
+			next = ksmu_region_next(r);
+			cut_region(e, r, ev->start, ev->end, false);
+		}
+		break;
+	case KSMU_UFFD_REMAP: {
+		uintptr_t to_end = ev->to + (ev->end - ev->start);
+
+		/* The destination was unmapped first (its UNMAP came earlier); be sure. */
+		for (r = ksmu_region_lookup(&e->regions, ev->to); r && r->start < to_end; r = next) {
+			next = ksmu_region_next(r);
+			cut_region(e, r, ev->to, to_end, false);
+		}
+		while ((r = ksmu_region_lookup(&e->regions, ev->start)) && r->start < ev->end) {
+			uintptr_t a = KSMU_MAX(r->start, ev->start), b = KSMU_MIN(r->end, ev->end);
+
+			cut_region(e, r, a, b, false);
+			if (add_region(e, a - ev->start + ev->to, b - ev->start + ev->to))
+				pr_warn("lost track of a moved range: out of memory");
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void *events_main(void *arg)
+{
+	struct ksmu_engine *e = arg;
+	struct pollfd pfd = { .fd = e->tracker.fd, .events = POLLIN };
+	struct ksmu_uffd_event ev[16];
+
+	for (;;) {
+		int n, i;
+
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+			pr_err("event reader: poll failed: %s", strerror(errno));
+			return NULL;
+		}
+		/* Read first, without the lock: that is what lets the caller go. */
+		n = ksmu_tracker_read_events(&e->tracker, ev, KSMU_ARRAY_SIZE(ev));
+		if (n <= 0)
+			continue;
+		pthread_mutex_lock(&e->lock);
+		for (i = 0; i < n; i++)
+			apply_event(e, &ev[i]);
+		pthread_mutex_unlock(&e->lock);
+	}
+	return NULL;
+}
+
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int ret;
+
+	/* Detached: it lives until exit (see the end of this file). */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = pthread_create(t, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (ret) {
+		pr_err("cannot start thread %s: %s", name, strerror(ret));
+		return -EAGAIN;
+	}
+	pthread_setname_np(*t, name);
+	return 0;
+}
+
+/*
+ * Open the tracker, with events when a reader thread can be started for
+ * them (otherwise every munmap of registered memory would block), without
+ * them when not.  Lock held or during start-up.
+ */
+static int tracker_start(struct ksmu_engine *e)
+{
+	pthread_t t;
+	int ret;
+
+	if (!disable_events && !e->events_running && ksmu_tracker_open(&e->tracker, true) == 0) {
+		if (start_thread(&t, events_main, e, "ksmu-uffd") == 0) {
+			e->events_running = true;
+			return 0;
+		}
+		ksmu_tracker_close(&e->tracker);
+	}
+	ret = ksmu_tracker_open(&e->tracker, false);
+	if (ret)
+		pr_info("dirty tracker unavailable: %s", strerror(-ret));
+	return ret;
 }
 
 static void atfork_prepare(void)
@@ -543,24 +692,26 @@ static void atfork_child(void)
 	struct ksmu_engine *e = &engine;
 	struct ksmu_region *r;
 
-	/* Only async-signal-safe work here: re-init, close, open, ioctl. */
+	/*
+	 * Only async-signal-safe work here: re-init, close, open.  The child
+	 * has no threads of ours, so it must not register anything with an
+	 * event-reporting userfaultfd yet (its munmap() would wait for a reader
+	 * that does not exist): it scans by checksum until its first API call
+	 * restarts the tracker and the threads (child_restart()).  The fd it
+	 * inherited is the parent's userfaultfd: close it.
+	 */
 	pthread_mutex_init(&e->lock, NULL);
 	init_wake(&e->wake);
 	e->thread_running = false;
+	e->events_running = false;
 	e->need_child_restart = true;
 	if (ksmu_pagemap_reopen(&e->pm))
 		e->pm.pid = getpid();
-	if (e->tracker_mode != KSMU_TRACK_WP_ASYNC)
-		return;
 	ksmu_tracker_close(&e->tracker);
-	if (ksmu_tracker_open(&e->tracker)) {
-		e->tracker_mode = KSMU_TRACK_CHECKSUM;
-		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
-			r->wp_tracked = false;
-		return;
-	}
+	e->tracker.events = false;
+	e->tracker_mode = KSMU_TRACK_CHECKSUM;
 	for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
-		r->wp_tracked = ksmu_tracker_register(&e->tracker, r->start, r->end - r->start) == 0;
+		r->wp_tracked = false;
 }
 
 /*

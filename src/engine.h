@@ -38,6 +38,7 @@ struct ksmu_knobs {
  * struct ksmu_counters - cumulative and current counts (see struct ksmu_stats).
  * @rmap_items: items with KSMU_ITEM_HASHED (pages seen present and hashed)
  * @zero_items: items with KSMU_ITEM_ZERO
+ * @uffd_events: remove/unmap/remap events applied, cumulative
  */
 struct ksmu_counters {
 	uint64_t pages_scanned;
@@ -50,6 +51,7 @@ struct ksmu_counters {
 	uint64_t scan_cpu_ns;
 	uint64_t rmap_items;
 	uint64_t zero_items;
+	uint64_t uffd_events;
 };
 
 #define KSMU_BATCH_PAGES 64
@@ -60,6 +62,8 @@ struct ksmu_counters {
  * @wake:        the scanner sleeps on it; signalled on knob changes and registration
  * @thread:      the scanner thread, valid while @thread_running
  * @thread_running: a scanner thread exists
+ * @events_running: the userfaultfd event reader thread exists (it never
+ *               exits; while it runs, the tracker fd is never closed)
  * @arena:       rmap item chunks
  * @regions:     registered regions by address
  * @nr_regions:  number of regions
@@ -84,6 +88,7 @@ struct ksmu_engine {
 	pthread_cond_t wake;
 	pthread_t thread;
 	bool thread_running;
+	bool events_running;
 
 	struct ksmu_arena arena;
 	struct ksmu_rb_root regions;
@@ -117,6 +122,8 @@ struct ksmu_engine *ksmu_engine_get(void);
 long ksmu_scan_batch(struct ksmu_engine *e, size_t budget);
 /** Take every item of @r out of the trees and forget its state. */
 void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r);
+/** Forget the records of [a, b) inside @r (the pages were zapped). */
+void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b);
 /** Forget every item's state (tracker change): next visit re-hashes. */
 void ksmu_scan_forget_all(struct ksmu_engine *e);
 /** Engine metadata in bytes (for general_profit). */

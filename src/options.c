@@ -213,4 +213,5 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->est_pages_sharing = est_sharing;
 	s->est_zero_pages = c->zero_items;
 	s->est_profit = (int64_t)((est_sharing + c->zero_items) * KSMU_PAGE_SIZE) - (int64_t)meta;
+	s->uffd_events = c->uffd_events;
 }

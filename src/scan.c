@@ -499,6 +499,11 @@ void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r)
 	forget_absent(e, r, r->start, r->end);
 }
 
+void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b)
+{
+	forget_absent(e, r, KSMU_MAX(a, r->start), KSMU_MIN(b, r->end));
+}
+
 void ksmu_scan_forget_all(struct ksmu_engine *e)
 {
 	struct ksmu_region *r;

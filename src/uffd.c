@@ -17,13 +17,23 @@
  *   which is exactly what the scanner needs (every page is hashed on its
  *   first visit).
  *
+ *   With events (EVENT_REMOVE, EVENT_UNMAP, EVENT_REMAP) the same uffd
+ *   also tells the engine at once when the application zaps, unmaps or
+ *   moves registered memory, so records never outlive their pages and a
+ *   region follows mremap() as KSM's VM_MERGEABLE follows its VMA.  The
+ *   kernel makes the application's system call wait until the event has
+ *   been *read*, so events are only enabled while a reader thread exists
+ *   (engine.c); reading is done without any lock.
+ *
  * LOCKING / THREADS
- *   Called with the engine lock held.  No thread ever reads the fd: async
- *   write-protect produces no messages.
+ *   Register/unregister are called with the engine lock held;
+ *   ksmu_tracker_read_events() is called by the reader thread, lock-free.
  *
  * KERNEL REQUIREMENTS
  *   userfaultfd with UFFD_FEATURE_WP_ASYNC (6.7) and WP_UNPOPULATED (6.4):
  *   probe.c uffd_wp_async.  Without them the engine uses checksums.
+ *   Events: uffd_events (4.11), refused for unprivileged FORK only, which
+ *   is not used.
  */
 #include <errno.h>
 #include <string.h>
@@ -32,20 +42,62 @@
 #include "compat.h"
 #include "probe.h"
 #include "uffd.h"
+#include "util.h"
 
-int ksmu_tracker_open(struct ksmu_tracker *t)
+#define TRACK_FEATURES (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
+#define EVENT_FEATURES (UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP)
+
+int ksmu_tracker_open(struct ksmu_tracker *t, bool events)
 {
 	uint64_t got = 0;
 	int fd;
 
 	t->fd = -1;
 	t->features = 0;
-	fd = ksmu_probe_uffd_open(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, &got);
+	t->events = false;
+	fd = ksmu_probe_uffd_open(TRACK_FEATURES | (events ? EVENT_FEATURES : 0), &got);
 	if (fd < 0)
 		return fd;
 	t->fd = fd;
 	t->features = got;
+	t->events = events;
 	return 0;
+}
+
+int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev, size_t max)
+{
+	struct uffd_msg msg[16];
+	size_t n = 0;
+	ssize_t got;
+	size_t i;
+
+	got = read(t->fd, msg, sizeof(msg[0]) * KSMU_MIN(max, KSMU_ARRAY_SIZE(msg)));
+	if (got < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	for (i = 0; i < (size_t)got / sizeof(msg[0]); i++) {
+		const struct uffd_msg *m = &msg[i];
+
+		switch (m->event) {
+		case UFFD_EVENT_REMOVE:
+		case UFFD_EVENT_UNMAP:
+			ev[n].kind = m->event == UFFD_EVENT_REMOVE ? KSMU_UFFD_REMOVE : KSMU_UFFD_UNMAP;
+			ev[n].start = m->arg.remove.start;
+			ev[n].end = m->arg.remove.end;
+			ev[n].to = 0;
+			n++;
+			break;
+		case UFFD_EVENT_REMAP:
+			ev[n].kind = KSMU_UFFD_REMAP;
+			ev[n].start = m->arg.remap.from;
+			ev[n].end = m->arg.remap.from + m->arg.remap.len;
+			ev[n].to = m->arg.remap.to;
+			n++;
+			break;
+		default:
+			break; /* no fault messages: async WP, no MISSING ranges here */
+		}
+	}
+	return (int)n;
 }
 
 void ksmu_tracker_close(struct ksmu_tracker *t)

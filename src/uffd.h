@@ -5,21 +5,49 @@
 #ifndef KSMU_UFFD_H
 #define KSMU_UFFD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /**
  * struct ksmu_tracker - an async write-protect userfaultfd.
  * @fd:       the userfaultfd, -1 when closed
- * @features: features granted by UFFDIO_API
+ * @features: features the kernel offered at UFFDIO_API
+ * @events:   remove/unmap/remap events were enabled: somebody must read
+ *            them, or the application's munmap()/madvise()/mremap() of a
+ *            registered range blocks
  */
 struct ksmu_tracker {
 	int fd;
 	uint64_t features;
+	bool events;
 };
 
-/** Open with UFFD_FEATURE_WP_ASYNC | WP_UNPOPULATED.  Return: 0 or -errno. */
-int ksmu_tracker_open(struct ksmu_tracker *t);
+/** What happened to registered memory (decoded from struct uffd_msg). */
+enum ksmu_uffd_event_kind {
+	KSMU_UFFD_REMOVE = 1, /* MADV_DONTNEED / MADV_REMOVE: [start, end) zapped */
+	KSMU_UFFD_UNMAP,      /* munmap(): [start, end) gone */
+	KSMU_UFFD_REMAP,      /* mremap(): [start, end) moved to @to */
+};
+
+struct ksmu_uffd_event {
+	int kind;
+	uintptr_t start;
+	uintptr_t end;
+	uintptr_t to;
+};
+
+/**
+ * ksmu_tracker_open() - open with UFFD_FEATURE_WP_ASYNC | WP_UNPOPULATED,
+ * plus EVENT_REMOVE | EVENT_UNMAP | EVENT_REMAP if @events.
+ * Return: 0 or -errno.
+ */
+int ksmu_tracker_open(struct ksmu_tracker *t, bool events);
+/**
+ * ksmu_tracker_read_events() - read pending events without blocking.
+ * Return: number of events stored in @ev (0 if none), or -errno.
+ */
+int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev, size_t max);
 void ksmu_tracker_close(struct ksmu_tracker *t);
 /** Register [start, start+len) for async write-protect.  Return: 0 or -errno. */
 int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len);

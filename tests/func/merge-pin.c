@@ -197,7 +197,13 @@ static void test_fork(struct ksmu_merger *m)
 	CHECK("-EBUSY or merged", ret == -EBUSY || ret == 0);
 	if (ret == -EBUSY) {
 		CHECK_RET("POPULATE_WRITE", madvise(r, PG, MADV_POPULATE_WRITE) ? -errno : 0, 0);
-		CHECK("reused, not copied", t_pfn_of(r) == pfn0);
+		/*
+		 * Usually the kernel reuses the page in place (same PFN), but it
+		 * copies when a transient reference (an LRU batch) is held: an
+		 * optimisation, not a guarantee, so it is only reported.
+		 */
+		printf("   MADV_POPULATE_WRITE %s the page\n",
+		       t_pfn_of(r) == pfn0 ? "reused" : "copied");
 		CHECK_RET("then merges", ksmu_merge_page(m, (uintptr_t)r, sfd, 0, x), 0);
 	}
 	CHECK("content", !memcmp(r, x, PG));
