@@ -112,7 +112,9 @@
  *   run may be gone after a failed mmap, and the window re-creates it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -314,6 +316,9 @@ int ksmu_merger_init(struct ksmu_merger *m)
 
 	memset(m, 0, sizeof(*m));
 	m->uffd = -1;
+	m->wp_uffd = -1;
+	m->maps_fd = -1;
+	m->pagemap_fd = -1;
 	pthread_once(&atfork_once, atfork_register);
 	if (atfork_err)
 		return atfork_err;
@@ -362,8 +367,20 @@ void ksmu_merger_destroy(struct ksmu_merger *m)
 	 */
 	if (m->scratch && m->fork_gen == atomic_load(&fork_gen))
 		munmap((void *)m->scratch, m->scratch_pages << KSMU_PAGE_SHIFT);
+	if (m->unmerge_scratch && m->fork_gen == atomic_load(&fork_gen))
+		munmap((void *)m->unmerge_scratch, (size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT);
 	if (m->uffd >= 0)
 		close(m->uffd);
+	if (m->wp_uffd >= 0)
+		close(m->wp_uffd);
+	if (m->maps_fd >= 0)
+		close(m->maps_fd);
+	if (m->pagemap_fd >= 0)
+		close(m->pagemap_fd);
+	m->wp_uffd = -1;
+	m->maps_fd = -1;
+	m->pagemap_fd = -1;
+	m->unmerge_scratch = 0;
 	m->uffd = -1;
 	m->scratch = 0;
 	m->scratch_pages = 0;
@@ -683,4 +700,390 @@ int ksmu_merge_page(struct ksmu_merger *m, uintptr_t addr, int store_fd, size_t 
 		    const void *expected)
 {
 	return ksmu_merge_run(m, addr, 1, store_fd, idx, expected, NULL);
+}
+
+/* ---------------------------------------------------------------- unmerge */
+
+/*
+ * THE UNMERGE WINDOW
+ *   ksmu_unmerge_run() turns a store mapping (a MAP_PRIVATE memfd VMA made
+ *   by ksmu_merge_run()) back into private anonymous memory, keeping the
+ *   content the application sees, without losing a concurrent write:
+ *
+ *     (1) Register the range UFFDIO_REGISTER_MODE_WP on the merger's second
+ *         userfaultfd (m->wp_uffd: synchronous write-protect, i.e. without
+ *         UFFD_FEATURE_WP_ASYNC; UFFD_FEATURE_WP_HUGETLBFS_SHMEM, since the
+ *         VMA is shmem; not USER_MODE_ONLY so that copy_to_user() and GUP
+ *         for write wait too instead of failing with EFAULT), and
+ *         UFFDIO_WRITEPROTECT it.  Every kind of PTE is covered: a present
+ *         store page or a present COW copy gets the uffd-wp bit; an empty
+ *         PTE gets a uffd-wp PTE marker (file VMAs always use markers), so
+ *         a write to a never-touched or MADV_DONTNEED'ed page waits too.
+ *         A write fault racing with the ioctl either completes its COW
+ *         before the PTE is write-protected (its data is then in the copy
+ *         we read in (2)) or finds the PTE changed and retries into the
+ *         wait.  From here on writers wait; readers read the true content.
+ *     (2) process_vm_readv() the range into a slot of the unmerge scratch
+ *         area (private anonymous memory of the merger, never registered).
+ *         Never a direct load: an application munmap() would make it a
+ *         SIGSEGV instead of an EFAULT.  What is read is exactly what the
+ *         application would read now: the store page, the COW copy, or, for
+ *         an empty PTE, the store page faulted in read-only (after
+ *         MADV_DONTNEED a merged page reads as the store page: design
+ *         problem 2; unmerge keeps that, it does not invent zeros).
+ *     (3) mremap(MREMAP_FIXED) the slot over the range.  Under one hold of
+ *         the mmap lock the kernel unmaps the store VMA (registration, WP
+ *         bits, markers, COW copy and all) and moves the populated, writable
+ *         anonymous pages in: no instant in which the range is empty or
+ *         unmapped.  A faulting thread that was not yet queued on the uffd
+ *         waits for the mmap lock and then finds the new pages.  mremap()
+ *         checks vm.max_map_count before it unmaps anything, so -ENOMEM
+ *         leaves the store mapping in place (undo: unregister and wake).
+ *     (4) UFFDIO_WAKE the range on m->wp_uffd: writers that waited on the
+ *         old VMA retry the fault, find the new VMA and its writable pages,
+ *         and write there.  UFFDIO_WAKE finds sleepers by address on the
+ *         uffd's queues, so it works after their VMA has gone.
+ *
+ *   Protection: the range must be read-write, not executable, private
+ *   (checked with PROCMAP_QUERY, or /proc/self/maps before 6.11); the new
+ *   mapping is read-write (the scratch area is).
+ *
+ *   Pins.  A page that still maps the store page carries no write pin: a
+ *   pin for write on a MAP_PRIVATE page breaks COW first.  A read pin keeps
+ *   the store page, which is what a COW would have left it with anyway.  But
+ *   a page the kernel has COW-copied may be pinned for write (the O_DIRECT
+ *   read or io_uring registration that caused the COW): nothing in user
+ *   space detects it (UFFDIO_MOVE, the merge window's pin check, refuses
+ *   file VMAs), and device writes after (2) go to the old copy.  Counted in
+ *   stats.unmerged_private; the caller decides whether to unmerge those.
+ *
+ *   VMAs.  The moved VMA keeps the scratch area's anon_vma and page offset,
+ *   so it does not merge with the anonymous neighbours the range had before
+ *   it was merged (those have another anon_vma and offset).  The slot is
+ *   chosen by address ((addr >> 12) mod KSMU_MERGE_MAX_RUN), so pages
+ *   unmerged next to each other come from adjacent slots of one anon_vma
+ *   and merge with each other.  Unmerging one page in the middle of a
+ *   merged run splits the run's store VMA: +2 VMAs.
+ *
+ *   Fork: the window is a reader of the merge exclusion, like a merge
+ *   window.  munmap/mremap/MAP_FIXED of the range by the application during
+ *   the window must be excluded by the caller (ksmu_merge_exclude_begin()),
+ *   as for merge windows; (2) reports a range that vanished before it as
+ *   -EFAULT, but nothing can detect one replaced between (2) and (3).
+ *
+ *   Between (1) and (4) the thread allocates nothing, takes no lock, logs
+ *   nothing, and writes nothing inside the range.
+ */
+
+#ifndef PROCMAP_QUERY
+/* linux/fs.h, 6.11 */
+struct procmap_query {
+	__u64 size;
+	__u64 query_flags;
+	__u64 query_addr;
+	__u64 vma_start;
+	__u64 vma_end;
+	__u64 vma_flags;
+	__u64 vma_page_size;
+	__u64 vma_offset;
+	__u64 inode;
+	__u32 dev_major;
+	__u32 dev_minor;
+	__u32 vma_name_size;
+	__u32 build_id_size;
+	__u64 vma_name_addr;
+	__u64 build_id_addr;
+};
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+#define PROCMAP_QUERY_VMA_READABLE 0x01
+#define PROCMAP_QUERY_VMA_WRITABLE 0x02
+#define PROCMAP_QUERY_VMA_EXECUTABLE 0x04
+#define PROCMAP_QUERY_VMA_SHARED 0x08
+#endif
+
+#define MEMFD_PREFIX "/memfd:"
+
+/* /proc/self/maps before 6.11: find the line of the VMA covering @addr. */
+static int store_vma_text(uintptr_t addr, uintptr_t *end)
+{
+	char line[512], perms[8], path[256];
+	unsigned long s, e;
+	int ret = -EINVAL;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		path[0] = 0;
+		if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &s, &e, perms, path) < 3)
+			continue;
+		if (addr < s || addr >= e)
+			continue;
+		if (!strcmp(perms, "rw-p") && !strncmp(path, MEMFD_PREFIX, strlen(MEMFD_PREFIX))) {
+			*end = e;
+			ret = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
+/*
+ * Is [addr, addr+len) inside one read-write, private, non-executable memfd
+ * VMA?  One PROCMAP_QUERY ioctl (6.11; about a microsecond), else a scan of
+ * /proc/self/maps.  Return: 0, -EINVAL, or another -errno.
+ */
+static int store_vma(struct ksmu_merger *m, uintptr_t addr, size_t len)
+{
+	const uint64_t rw = PROCMAP_QUERY_VMA_READABLE | PROCMAP_QUERY_VMA_WRITABLE;
+	struct procmap_query q;
+	char name[256];
+	uintptr_t end = 0;
+	int err;
+
+	if (m->maps_fd < 0) {
+		m->maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+		if (m->maps_fd < 0)
+			return -errno;
+	}
+	memset(&q, 0, sizeof(q));
+	q.size = sizeof(q);
+	q.query_addr = addr;
+	q.vma_name_addr = (uintptr_t)name;
+	q.vma_name_size = sizeof(name);
+	if (ioctl(m->maps_fd, PROCMAP_QUERY, &q) == 0) {
+		if (q.vma_start > addr || q.vma_end < addr + len || q.vma_flags != rw || !q.inode ||
+		    !q.vma_name_size ||
+		    strncmp(name, MEMFD_PREFIX, sizeof(MEMFD_PREFIX) - 1))
+			return -EINVAL;
+		return 0;
+	}
+	err = errno;
+	if (err == ENOENT)
+		return -EINVAL; /* nothing mapped at addr */
+	if (err != ENOTTY && err != EINVAL && err != ENAMETOOLONG)
+		return -err;
+	err = store_vma_text(addr, &end);
+	if (err)
+		return err;
+	return addr + len <= end ? 0 : -EINVAL;
+}
+
+static int uffd_register_wp(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_register reg;
+
+	memset(&reg, 0, sizeof(reg));
+	reg.range.start = start;
+	reg.range.len = len;
+	reg.mode = UFFDIO_REGISTER_MODE_WP;
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	return 0;
+}
+
+static int uffd_writeprotect(int uffd, uintptr_t start, size_t len)
+{
+	struct uffdio_writeprotect wp;
+
+	memset(&wp, 0, sizeof(wp));
+	wp.range.start = start;
+	wp.range.len = len;
+	wp.mode = UFFDIO_WRITEPROTECT_MODE_WP; /* DONTWAKE with WP: EINVAL */
+	if (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Open the unmerge machinery at first use: it is not needed to merge. */
+static int unmerge_setup(struct ksmu_merger *m)
+{
+	size_t len = (size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT;
+	void *p;
+	int fd;
+
+	if (m->wp_uffd < 0) {
+		fd = ksmu_probe_uffd_open_kernel_faults(
+		    UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED, NULL);
+		if (fd == -EINVAL)
+			return -EOPNOTSUPP; /* no uffd-wp on shmem (before 5.19) */
+		if (fd < 0)
+			return fd;
+		m->wp_uffd = fd;
+	}
+	if (!m->unmerge_scratch) {
+		/*
+		 * Plain private anonymous read-write memory, no advice: the
+		 * flags of this VMA become those of every unmerged range, and
+		 * must be those of ordinary application memory (no
+		 * MAP_NORESERVE, no MADV_DONTFORK or MADV_NOHUGEPAGE).
+		 */
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return -errno;
+		m->unmerge_scratch = (uintptr_t)p;
+	}
+	if (m->pagemap_fd < 0)
+		m->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); /* stats only */
+	return 0;
+}
+
+static int unmerge_check(const struct ksmu_merger *m, uintptr_t addr, size_t n)
+{
+	size_t len = n << KSMU_PAGE_SHIFT;
+	uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+
+	if (m->uffd < 0)
+		return -EBADF;
+	if (m->fork_gen != atomic_load(&fork_gen))
+		return -ECHILD;
+	if (n > KSMU_MERGE_MAX_RUN)
+		return -E2BIG;
+	if (!n || (addr & ~KSMU_PAGE_MASK) || addr + len < addr)
+		return -EINVAL;
+	/* what the thread writes during the window must lie outside the range */
+	if (overlaps(addr, len, (uintptr_t)m, sizeof(*m)) ||
+	    overlaps(addr, len, frame - STACK_GUARD, STACK_GUARD + KSMU_PAGE_SIZE) ||
+	    overlaps(addr, len, (uintptr_t)&errno, sizeof(errno)))
+		return -EDEADLK;
+	if (overlaps(addr, len, m->scratch, m->scratch_pages << KSMU_PAGE_SHIFT))
+		return -EINVAL;
+	return 0;
+}
+
+/* Pages of the range that are COW copies (present, not a file page). */
+static size_t count_private(int pagemap_fd, uintptr_t addr, size_t n)
+{
+	uint64_t e[64];
+	size_t i, done = 0, c = 0, chunk;
+
+	if (pagemap_fd < 0)
+		return 0;
+	while (done < n) {
+		chunk = KSMU_MIN(n - done, sizeof(e) / sizeof(e[0]));
+		if (pread(pagemap_fd, e, chunk * sizeof(e[0]),
+			  (off_t)(((addr >> KSMU_PAGE_SHIFT) + done) * sizeof(e[0]))) !=
+		    (ssize_t)(chunk * sizeof(e[0])))
+			return c;
+		for (i = 0; i < chunk; i++)
+			c += (e[i] & (KSMU_PM_PRESENT | KSMU_PM_FILE)) == KSMU_PM_PRESENT;
+		done += chunk;
+	}
+	return c;
+}
+
+int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n)
+{
+	const size_t slots = KSMU_MERGE_MAX_RUN;
+	size_t len = n << KSMU_PAGE_SHIFT, k, priv;
+	struct iovec liov, riov;
+	uintptr_t slot;
+	uint64_t t0, dt;
+	ssize_t got;
+	void *p;
+	long r;
+	int err;
+
+	err = unmerge_check(m, addr, n);
+	if (!err)
+		err = unmerge_setup(m);
+	if (!err)
+		err = store_vma(m, addr, len);
+	if (err)
+		goto out_err;
+
+	/*
+	 * The slot: adjacent addresses get adjacent slots (see VMAs above).
+	 * Between windows the scratch area is one VMA with one anon_vma whose
+	 * pages are all empty (each window refills the hole it leaves).
+	 */
+	k = (addr >> KSMU_PAGE_SHIFT) % slots;
+	if (k + n > slots)
+		k = slots - n;
+	slot = m->unmerge_scratch + (k << KSMU_PAGE_SHIFT);
+
+	window_enter();
+	t0 = now_ns();
+	/* (1) Writers of the range wait from here on (see THE UNMERGE WINDOW). */
+	err = uffd_register_wp(m->wp_uffd, addr, len);
+	if (err) {
+		window_exit();
+		if (err == -EBUSY)
+			err = -EEXIST;
+		goto out_err;
+	}
+	err = uffd_writeprotect(m->wp_uffd, addr, len);
+	if (err)
+		goto out_undo;
+	priv = count_private(m->pagemap_fd, addr, n);
+
+	/* (2) The content, as the application sees it now. */
+	liov.iov_base = (void *)slot;
+	liov.iov_len = len;
+	riov.iov_base = (void *)addr;
+	riov.iov_len = len;
+	got = process_vm_readv(getpid(), &liov, 1, &riov, 1, 0);
+	if (got != (ssize_t)len) {
+		err = got < 0 ? -errno : -EFAULT;
+		if (err == -ENOMEM)
+			err = -EFAULT; /* "no such page": the range went away */
+		goto out_undo;
+	}
+
+	/*
+	 * (3) Replace, atomically under the mmap lock.  Without the C library's
+	 * wrapper: sanitizer runtimes would model it as a write of the range by
+	 * this thread (see map_store()).
+	 */
+	r = syscall(SYS_mremap, slot, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr);
+	if (r == -1) {
+		err = -errno;
+		goto out_undo;
+	}
+	/* (4) The waiting writers retry on the anonymous pages. */
+	uffd_wake(m->wp_uffd, addr, len);
+	dt = now_ns() - t0;
+	window_exit();
+
+	/*
+	 * Refill the hole the slot left: a new anonymous VMA with no anon_vma
+	 * yet and continuous page offsets merges with the scratch area on both
+	 * sides, so the area stays one VMA with one anon_vma, and the next
+	 * ranges unmerged beside this one merge with it.  Without the refill,
+	 * a slot mapped between two holes would get an anon_vma of its own.
+	 * If it fails, start a new scratch area next time.
+	 */
+	p = mmap((void *)slot, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		 -1, 0);
+	if (p == MAP_FAILED) {
+		munmap((void *)m->unmerge_scratch, slots << KSMU_PAGE_SHIFT);
+		m->unmerge_scratch = 0;
+	}
+
+	m->stats.pages_unmerged += n;
+	m->stats.runs_unmerged++;
+	m->stats.unmerged_private += priv;
+	m->stats.unmerge_ns += dt;
+	return 0;
+
+out_undo:
+	/*
+	 * UFFDIO_UNREGISTER clears the WP bits and markers and wakes the
+	 * writers; they retry on the store mapping, as if nothing happened.
+	 * The wake covers a range the application changed meanwhile.
+	 */
+	uffd_unregister(m->wp_uffd, addr, len);
+	uffd_wake(m->wp_uffd, addr, len);
+	window_exit();
+	/* (2) may have filled the slot: empty it (our own memory, cannot fail) */
+	KSMU_BUG_ON(madvise((void *)slot, len, MADV_DONTNEED) < 0);
+out_err:
+	m->stats.errors++;
+	return err;
+}
+
+int ksmu_unmerge_page(struct ksmu_merger *m, uintptr_t addr)
+{
+	return ksmu_unmerge_run(m, addr, 1);
 }

@@ -36,6 +36,12 @@
  * @window_ns:       total time windows were open (faulting threads may have
  *                   been blocked for at most this long), in nanoseconds
  * @window_ns_max:   longest window, in nanoseconds
+ * @pages_unmerged:  pages made private anonymous again by ksmu_unmerge_run()
+ * @runs_unmerged:   ksmu_unmerge_run() calls that succeeded
+ * @unmerged_private: of @pages_unmerged, pages the kernel had already
+ *                   COW-copied (a write after merge); their copy's pins, if
+ *                   any, are NOT detected (see ksmu_unmerge_run())
+ * @unmerge_ns:      total time unmerge windows were open, in nanoseconds
  */
 struct ksmu_merge_stats {
 	uint64_t windows;
@@ -50,6 +56,10 @@ struct ksmu_merge_stats {
 	uint64_t lost;
 	uint64_t window_ns;
 	uint64_t window_ns_max;
+	uint64_t pages_unmerged;
+	uint64_t runs_unmerged;
+	uint64_t unmerged_private;
+	uint64_t unmerge_ns;
 };
 
 /**
@@ -64,6 +74,16 @@ struct ksmu_merge_stats {
  * @scratch_pages: length of @scratch in pages
  * @fork_gen:      fork generation at init: a child forked later must not
  *                 use the merger (its uffd works on the parent's memory)
+ * @wp_uffd:       second userfaultfd, for unmerge windows: synchronous
+ *                 write-protect (no UFFD_FEATURE_WP_ASYNC) on shmem VMAs,
+ *                 not USER_MODE_ONLY; opened at the first unmerge; -1 when
+ *                 not (yet) open
+ * @unmerge_scratch: KSMU_MERGE_MAX_RUN pages of private anonymous memory
+ *                 (not registered) from which unmerged pages are mremap()ed
+ *                 into place; 0 until the first unmerge
+ * @maps_fd:       /proc/self/maps, for PROCMAP_QUERY; -1 when not open
+ * @pagemap_fd:    /proc/self/pagemap (which unmerged pages were COW
+ *                 copies, for stats.unmerged_private); -1 when not open
  * @stats:         counters, written by the merging thread only
  */
 struct ksmu_merger {
@@ -71,6 +91,10 @@ struct ksmu_merger {
 	uintptr_t scratch;
 	size_t scratch_pages;
 	unsigned int fork_gen;
+	int wp_uffd;
+	uintptr_t unmerge_scratch;
+	int maps_fd;
+	int pagemap_fd;
 	struct ksmu_merge_stats stats;
 };
 
@@ -148,6 +172,53 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
  */
 int ksmu_merge_page(struct ksmu_merger *m, uintptr_t addr, int store_fd, size_t idx,
 		    const void *expected);
+
+/**
+ * ksmu_unmerge_run() - make @n merged pages private anonymous pages again.
+ * @m:    merger
+ * @addr: first page, page-aligned; [@addr, @addr + @n pages) must lie in ONE
+ *        read-write MAP_PRIVATE mapping of a memfd (a store mapping made by
+ *        ksmu_merge_run())
+ * @n:    pages, 1 .. KSMU_MERGE_MAX_RUN
+ *
+ * Afterwards the range is a private anonymous read-write mapping (one VMA)
+ * holding exactly what the application would have read there at the moment
+ * of the unmerge: the store page, or the private copy the kernel made when
+ * the application wrote the page after the merge.  A page the application
+ * dropped (MADV_DONTNEED) reads as the store page, so that is what it keeps.
+ * No concurrent write is lost and no reader sees anything else (writers,
+ * user or kernel mode, wait for the few microseconds of the window).  The
+ * pages can be merged again (ksmu_merge_run() accepts them).
+ *
+ * VMAs: the new anonymous VMA does NOT merge with the anonymous neighbours
+ * the range had before it was merged (mremap() keeps the scratch area's
+ * anon_vma and page offset); it merges with pages unmerged next to it
+ * earlier.  A lone page unmerged costs what it cost while merged.
+ *
+ * Pins: a page still mapping the store page cannot carry a write pin (a
+ * write pin COWs first); a read pin keeps the store page, which is what it
+ * would keep after a COW anyway.  A page the kernel COW-copied
+ * (stats.unmerged_private) may carry a write pin (O_DIRECT read in flight,
+ * io_uring fixed buffer): user space cannot detect it (UFFDIO_MOVE refuses
+ * file VMAs), and device writes after the copy would land in the old page.
+ *
+ * Return: 0; -EINVAL @addr not aligned, @n == 0, or the range is not (all)
+ * in one read-write private memfd mapping; -E2BIG @n too large; -EEXIST the
+ * range is registered with another userfaultfd; -EDEADLK the range holds
+ * memory the thread touches during the window; -EFAULT the range vanished
+ * during the window; -ECHILD forked after ksmu_merger_init();
+ * -EOPNOTSUPP the kernel lacks write-protect on shmem VMAs; -ENOMEM no VMA
+ * could be added (the range is left merged); other -errno.
+ * Context: as ksmu_merge_run().  Waits while ksmu_merge_exclude_begin()
+ * holds windows off.
+ */
+int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n);
+
+/**
+ * ksmu_unmerge_page() - ksmu_unmerge_run() of one page.
+ * Return: as ksmu_unmerge_run().
+ */
+int ksmu_unmerge_page(struct ksmu_merger *m, uintptr_t addr);
 
 /**
  * ksmu_merge_exclude_begin() - hold merge windows off (and wait for the
