@@ -27,6 +27,18 @@
 #define T_SANITIZED 0
 #endif
 
+/* T_TSAN: built with ThreadSanitizer, which cannot see kernel-mode writes as atomic. */
+#if defined(__SANITIZE_THREAD__)
+#define T_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define T_TSAN 1
+#endif
+#endif
+#ifndef T_TSAN
+#define T_TSAN 0
+#endif
+
 #define T_EXIT_PASS 0
 #define T_EXIT_FAIL 1
 #define T_EXIT_SKIP 77
