@@ -31,6 +31,7 @@
 #include "merge.h"
 #include "test.h"
 #include "t_mem.h"
+#include "t_merge.h"
 
 #define PG 4096UL
 #define ODIRECT_PAGES 16
@@ -297,22 +298,8 @@ out_free:
 int main(void)
 {
 	struct ksmu_merger m;
-	int err;
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	err = ksmu_merger_init(&m);
-	if (err == -EOPNOTSUPP)
-		t_skip("the kernel lacks UFFDIO_MOVE (6.8)");
-	if (err == -EPERM || err == -EACCES || err == -ENOSYS)
-		t_skip("no userfaultfd for kernel-mode faults (needs root or "
-		       "vm.unprivileged_userfaultfd=1)");
-	if (err) {
-		fprintf(stderr, "ksmu_merger_init: %s\n", strerror(-err));
-		return T_EXIT_FAIL;
-	}
-	t_pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (t_pm_fd < 0)
-		t_skip("no /proc/self/pagemap");
+	t_merger_init(&m);
 	if (!t_pfn_of(&m))
 		t_skip("PFNs hidden in /proc/self/pagemap (needs CAP_SYS_ADMIN)");
 

@@ -33,6 +33,7 @@
 #include "merge.h"
 #include "test.h"
 #include "t_mem.h"
+#include "t_merge.h"
 #include "util.h"
 
 #define PG 4096UL
@@ -380,40 +381,6 @@ struct stress {
 	uint64_t piper_ops, piper_efault, piper_err, piper_stale, piper_filler;
 };
 
-static uint64_t check16(uint64_t seq)
-{
-	return ((seq + 1) * 0x9e3779b97f4a7c15ULL) >> 48;
-}
-
-static uint64_t mkval(uint64_t seq)
-{
-	return seq << 16 | check16(seq);
-}
-
-static int wellformed(uint64_t v)
-{
-	return (v & 0xffff) == check16(v >> 16);
-}
-
-static uint64_t *word(char *page, size_t off)
-{
-	return (uint64_t *)(void *)(page + off);
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static void spin(unsigned n)
-{
-	while (n--)
-		__asm__ __volatile__("" ::: "memory");
-}
-
 static void maybe_pause(struct stress *s)
 {
 	if (!__atomic_load_n(&s->pause_req, __ATOMIC_ACQUIRE))
@@ -448,8 +415,8 @@ static void write_a(struct stress *s, size_t idx, uint64_t v)
 {
 	char *p = s->region + idx * PG;
 
-	__atomic_store_n(word(p, OFF_A), v, __ATOMIC_RELAXED);
-	__atomic_store_n(word(p, OFF_Z), v, __ATOMIC_RELAXED);
+	__atomic_store_n(t_word(p, OFF_A), v, __ATOMIC_RELAXED);
+	__atomic_store_n(t_word(p, OFF_Z), v, __ATOMIC_RELAXED);
 	s->last_a[idx] = v;
 	s->writes++;
 }
@@ -472,17 +439,17 @@ static void *writer_fn(void *arg)
 		maybe_pause(s);
 		cur_page(s, &idx);
 		if (idx)
-			write_a(s, idx - 1, mkval(++seq));
+			write_a(s, idx - 1, t_mkval(++seq));
 		__atomic_store_n(&s->arrived_w, idx, __ATOMIC_RELEASE);
-		for (burst = (unsigned)(xorshift(&rng) % 4); burst; burst--) {
-			spin((unsigned)(xorshift(&rng) % 20000));
-			write_a(s, idx, mkval(++seq));
+		for (burst = (unsigned)(t_xorshift(&rng) % 4); burst; burst--) {
+			t_spin((unsigned)(t_xorshift(&rng) % 20000));
+			write_a(s, idx, t_mkval(++seq));
 		}
 		while (idx % 4 == 3 && __atomic_load_n(&s->cur, __ATOMIC_ACQUIRE) == idx &&
 		       !__atomic_load_n(&s->pause_req, __ATOMIC_ACQUIRE) &&
 		       !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-			spin((unsigned)(xorshift(&rng) % 20000));
-			write_a(s, idx, mkval(++seq));
+			t_spin((unsigned)(t_xorshift(&rng) % 20000));
+			write_a(s, idx, t_mkval(++seq));
 		}
 		wait_next(s, idx);
 	}
@@ -491,7 +458,7 @@ static void *writer_fn(void *arg)
 
 static void reader_check(struct stress *s, uint64_t v, uint64_t *seen)
 {
-	if (!wellformed(v))
+	if (!t_wellformed(v))
 		s->reader_torn++;
 	else if (v < *seen)
 		s->reader_stale++;
@@ -509,13 +476,13 @@ static void *reader_fn(void *arg)
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
 		maybe_pause(s);
 		p = cur_page(s, &idx);
-		reader_check(s, __atomic_load_n(word(p, OFF_A), __ATOMIC_RELAXED), &s->seen_a[idx]);
-		reader_check(s, __atomic_load_n(word(p, OFF_Z), __ATOMIC_RELAXED), &s->seen_z[idx]);
+		reader_check(s, __atomic_load_n(t_word(p, OFF_A), __ATOMIC_RELAXED), &s->seen_a[idx]);
+		reader_check(s, __atomic_load_n(t_word(p, OFF_Z), __ATOMIC_RELAXED), &s->seen_z[idx]);
 		if (idx) {
 			p -= PG;
-			reader_check(s, __atomic_load_n(word(p, OFF_A), __ATOMIC_RELAXED),
+			reader_check(s, __atomic_load_n(t_word(p, OFF_A), __ATOMIC_RELAXED),
 				     &s->seen_a[idx - 1]);
-			reader_check(s, __atomic_load_n(word(p, OFF_Z), __ATOMIC_RELAXED),
+			reader_check(s, __atomic_load_n(t_word(p, OFF_Z), __ATOMIC_RELAXED),
 				     &s->seen_z[idx - 1]);
 		}
 		if ((++s->reads & 63) == 0)
@@ -583,17 +550,17 @@ static void *piper_fn(void *arg)
 		maybe_pause(s);
 		cur_page(s, &idx);
 		if (idx)
-			pipe_round(s, idx - 1, mkval(++seq), in, out);
+			pipe_round(s, idx - 1, t_mkval(++seq), in, out);
 		__atomic_store_n(&s->arrived_p, idx, __ATOMIC_RELEASE);
-		for (burst = (unsigned)(xorshift(&rng) % 3); burst; burst--) {
-			spin((unsigned)(xorshift(&rng) % 20000));
-			pipe_round(s, idx, mkval(++seq), in, out);
+		for (burst = (unsigned)(t_xorshift(&rng) % 3); burst; burst--) {
+			t_spin((unsigned)(t_xorshift(&rng) % 20000));
+			pipe_round(s, idx, t_mkval(++seq), in, out);
 		}
 		while (idx % 4 == 1 && __atomic_load_n(&s->cur, __ATOMIC_ACQUIRE) == idx &&
 		       !__atomic_load_n(&s->pause_req, __ATOMIC_ACQUIRE) &&
 		       !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-			spin((unsigned)(xorshift(&rng) % 20000));
-			pipe_round(s, idx, mkval(++seq), in, out);
+			t_spin((unsigned)(t_xorshift(&rng) % 20000));
+			pipe_round(s, idx, t_mkval(++seq), in, out);
 		}
 		wait_next(s, idx);
 	}
@@ -626,17 +593,17 @@ static size_t stress_verify(struct stress *s)
 
 	for (i = 0; i < STRESS_PAGES; i++) {
 		memcpy(want, s->tmpl, PG);
-		*word((char *)want, OFF_A) = s->last_a[i];
-		*word((char *)want, OFF_Z) = s->last_a[i];
-		*word((char *)want, OFF_B) = s->last_b[i];
+		*t_word((char *)want, OFF_A) = s->last_a[i];
+		*t_word((char *)want, OFF_Z) = s->last_a[i];
+		*t_word((char *)want, OFF_B) = s->last_b[i];
 		if (memcmp(s->region + i * PG, want, PG)) {
 			if (bad++ < 5)
 				fprintf(stderr,
 					"   page %zu: A %#" PRIx64 " Z %#" PRIx64 " B %#" PRIx64
 					" want A %#" PRIx64 " B %#" PRIx64 "\n",
-					i, *word(s->region + i * PG, OFF_A),
-					*word(s->region + i * PG, OFF_Z),
-					*word(s->region + i * PG, OFF_B), s->last_a[i],
+					i, *t_word(s->region + i * PG, OFF_A),
+					*t_word(s->region + i * PG, OFF_Z),
+					*t_word(s->region + i * PG, OFF_B), s->last_a[i],
 					s->last_b[i]);
 		}
 	}
@@ -653,11 +620,11 @@ static void stress_phase(struct stress *s)
 	s->region = t_map_anon(STRESS_PAGES);
 	for (i = 0; i < STRESS_PAGES; i++) {
 		memcpy(s->region + i * PG, s->tmpl, PG);
-		s->last_a[i] = s->last_b[i] = s->pub_b[i] = mkval(0);
+		s->last_a[i] = s->last_b[i] = s->pub_b[i] = t_mkval(0);
 		s->seen_a[i] = s->seen_z[i] = 0;
-		*word(s->region + i * PG, OFF_A) = mkval(0);
-		*word(s->region + i * PG, OFF_Z) = mkval(0);
-		*word(s->region + i * PG, OFF_B) = mkval(0);
+		*t_word(s->region + i * PG, OFF_A) = t_mkval(0);
+		*t_word(s->region + i * PG, OFF_Z) = t_mkval(0);
+		*t_word(s->region + i * PG, OFF_B) = t_mkval(0);
 	}
 	__atomic_store_n(&s->arrived_w, SIZE_MAX, __ATOMIC_RELEASE);
 	__atomic_store_n(&s->arrived_p, SIZE_MAX, __ATOMIC_RELEASE);
@@ -704,13 +671,13 @@ static void test_stress(struct ksmu_merger *m, int kernel, unsigned long cycles)
 		while (__atomic_load_n(&s->arrived_w, __ATOMIC_ACQUIRE) != idx ||
 		       (kernel && __atomic_load_n(&s->arrived_p, __ATOMIC_ACQUIRE) != idx))
 			sched_yield();
-		spin((unsigned)(xorshift(&rng) % 20000));
+		t_spin((unsigned)(t_xorshift(&rng) % 20000));
 
 		/* expected = the page as it is now (atomic reads of the hot words) */
 		memcpy(exp, s->tmpl, PG);
-		*word((char *)exp, OFF_A) = __atomic_load_n(word(p, OFF_A), __ATOMIC_RELAXED);
-		*word((char *)exp, OFF_Z) = __atomic_load_n(word(p, OFF_Z), __ATOMIC_RELAXED);
-		*word((char *)exp, OFF_B) = __atomic_load_n(&s->pub_b[idx], __ATOMIC_ACQUIRE);
+		*t_word((char *)exp, OFF_A) = __atomic_load_n(t_word(p, OFF_A), __ATOMIC_RELAXED);
+		*t_word((char *)exp, OFF_Z) = __atomic_load_n(t_word(p, OFF_Z), __ATOMIC_RELAXED);
+		*t_word((char *)exp, OFF_B) = __atomic_load_n(&s->pub_b[idx], __ATOMIC_ACQUIRE);
 		t_store_put(s->store_fd, idx, exp);
 		r = ksmu_merge_page(m, (uintptr_t)p, s->store_fd, idx, exp);
 		if (r == 0) {
@@ -901,22 +868,8 @@ int main(void)
 	struct ksmu_merger m;
 	unsigned long cycles = 2000;
 	const char *env = getenv("MERGE_STRESS_CYCLES");
-	int err;
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	err = ksmu_merger_init(&m);
-	if (err == -EOPNOTSUPP)
-		t_skip("the kernel lacks UFFDIO_MOVE (6.8)");
-	if (err == -EPERM || err == -EACCES || err == -ENOSYS)
-		t_skip("no userfaultfd for kernel-mode faults (needs root or "
-		       "vm.unprivileged_userfaultfd=1)");
-	if (err) {
-		fprintf(stderr, "ksmu_merger_init: %s\n", strerror(-err));
-		return T_EXIT_FAIL;
-	}
-	t_pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (t_pm_fd < 0)
-		t_skip("no /proc/self/pagemap");
+	t_merger_init(&m);
 	if (env && *env)
 		cycles = strtoul(env, NULL, 0);
 

@@ -30,6 +30,7 @@
 #include "merge.h"
 #include "test.h"
 #include "t_mem.h"
+#include "t_merge.h"
 #include "util.h"
 
 #define PG 4096UL
@@ -310,40 +311,6 @@ struct stress {
 	uint64_t pops, pefault, perr, pstale;
 };
 
-static uint64_t check16(uint64_t seq)
-{
-	return ((seq + 1) * 0x9e3779b97f4a7c15ULL) >> 48;
-}
-
-static uint64_t mkval(uint64_t seq)
-{
-	return seq << 16 | check16(seq);
-}
-
-static int wellformed(uint64_t v)
-{
-	return (v & 0xffff) == check16(v >> 16);
-}
-
-static uint64_t *word(char *page, size_t off)
-{
-	return (uint64_t *)(void *)(page + off);
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static void spin(unsigned n)
-{
-	while (n--)
-		__asm__ __volatile__("" ::: "memory");
-}
-
 /* Writes A then Z with one sequence number, in bursts, checking its own write. */
 static void *writer_fn(void *arg)
 {
@@ -352,23 +319,23 @@ static void *writer_fn(void *arg)
 	unsigned burst;
 
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-		for (burst = 1 + (unsigned)(xorshift(&rng) % 3); burst; burst--) {
-			v = mkval(++seq);
-			__atomic_store_n(word(s->page, OFF_A), v, __ATOMIC_RELAXED);
-			__atomic_store_n(word(s->page, OFF_Z), v, __ATOMIC_RELAXED);
-			if (__atomic_load_n(word(s->page, OFF_A), __ATOMIC_RELAXED) != v)
+		for (burst = 1 + (unsigned)(t_xorshift(&rng) % 3); burst; burst--) {
+			v = t_mkval(++seq);
+			__atomic_store_n(t_word(s->page, OFF_A), v, __ATOMIC_RELAXED);
+			__atomic_store_n(t_word(s->page, OFF_Z), v, __ATOMIC_RELAXED);
+			if (__atomic_load_n(t_word(s->page, OFF_A), __ATOMIC_RELAXED) != v)
 				s->wr_bad++;
 			s->last_a = v;
 			s->writes++;
 		}
-		spin((unsigned)(xorshift(&rng) % 40000));
+		t_spin((unsigned)(t_xorshift(&rng) % 40000));
 	}
 	return NULL;
 }
 
 static void reader_check(struct stress *s, uint64_t v, uint64_t *seen)
 {
-	if (!wellformed(v))
+	if (!t_wellformed(v))
 		s->torn++;
 	else if (v < *seen)
 		s->stale++;
@@ -399,15 +366,15 @@ static void *reader_fn(void *arg)
 
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
 		/* Z after A: Z is written after A, so it is never ahead of a later A */
-		reader_check(s, __atomic_load_n(word(s->page, OFF_A), __ATOMIC_RELAXED), &sa);
-		reader_check(s, __atomic_load_n(word(s->page, OFF_Z), __ATOMIC_RELAXED), &sz);
+		reader_check(s, __atomic_load_n(t_word(s->page, OFF_A), __ATOMIC_RELAXED), &sa);
+		reader_check(s, __atomic_load_n(t_word(s->page, OFF_Z), __ATOMIC_RELAXED), &sz);
 		/*
 		 * B is written by read(2) in the kernel; TSan models that as a
 		 * plain write and reports our atomic load as a race.  Under TSan
 		 * the kernel writer's own write-back check covers B.
 		 */
 		if (!T_TSAN)
-			reader_check(s, __atomic_load_n(word(s->page, OFF_B), __ATOMIC_RELAXED),
+			reader_check(s, __atomic_load_n(t_word(s->page, OFF_B), __ATOMIC_RELAXED),
 				     &sb);
 		if ((++s->reads & 63) == 0)
 			sched_yield();
@@ -436,7 +403,7 @@ static void *piper_fn(void *arg)
 		exit(T_EXIT_FAIL);
 	}
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
-		v = mkval(++seq);
+		v = t_mkval(++seq);
 		if (write(in[1], &v, 8) != 8)
 			s->perr++;
 		r = read(in[0], s->page + OFF_B, 8);
@@ -450,7 +417,7 @@ static void *piper_fn(void *arg)
 		if (r == 8 && (read(out[0], &got, 8) != 8 || got != s->last_b))
 			s->pstale++;
 		s->pops++;
-		spin((unsigned)(xorshift(&rng) % 40000));
+		t_spin((unsigned)(t_xorshift(&rng) % 40000));
 	}
 	close(in[0]);
 	close(in[1]);
@@ -477,8 +444,8 @@ static void test_stress(struct ksmu_merger *m, unsigned long cycles)
 	s->page = region + PG;
 	t_fill_page(s->tmpl, 77);
 	memcpy(s->page, s->tmpl, PG);
-	*word(s->page, OFF_A) = *word(s->page, OFF_Z) = *word(s->page, OFF_B) = mkval(0);
-	s->last_a = s->last_b = mkval(0);
+	*t_word(s->page, OFF_A) = *t_word(s->page, OFF_Z) = *t_word(s->page, OFF_B) = t_mkval(0);
+	s->last_a = s->last_b = t_mkval(0);
 	pthread_create(&th[0], NULL, writer_fn, s);
 	pthread_create(&th[1], NULL, reader_fn, s);
 	pthread_create(&th[2], NULL, piper_fn, s);
@@ -487,11 +454,11 @@ static void test_stress(struct ksmu_merger *m, unsigned long cycles)
 		/* merge: snapshot, store, merge; a write in between: -EAGAIN, retry */
 		for (tries = 0; tries < 1000; tries++) {
 			memcpy(exp, s->tmpl, PG);
-			*word((char *)exp, OFF_A) =
-			    __atomic_load_n(word(s->page, OFF_A), __ATOMIC_RELAXED);
-			*word((char *)exp, OFF_Z) =
-			    __atomic_load_n(word(s->page, OFF_Z), __ATOMIC_RELAXED);
-			*word((char *)exp, OFF_B) = kernel_peek(word(s->page, OFF_B));
+			*t_word((char *)exp, OFF_A) =
+			    __atomic_load_n(t_word(s->page, OFF_A), __ATOMIC_RELAXED);
+			*t_word((char *)exp, OFF_Z) =
+			    __atomic_load_n(t_word(s->page, OFF_Z), __ATOMIC_RELAXED);
+			*t_word((char *)exp, OFF_B) = kernel_peek(t_word(s->page, OFF_B));
 			t_store_put(fd, 0, exp);
 			r = ksmu_merge_page(m, (uintptr_t)s->page, fd, 0, exp);
 			if (r == 0)
@@ -504,7 +471,7 @@ static void test_stress(struct ksmu_merger *m, unsigned long cycles)
 		if (r)
 			continue;
 		merged++;
-		spin((unsigned)(xorshift(&rng) % 40000)); /* writes now COW (or not) */
+		t_spin((unsigned)(t_xorshift(&rng) % 40000)); /* writes now COW (or not) */
 		r = ksmu_unmerge_page(m, (uintptr_t)s->page);
 		if (r == 0)
 			unmerged++;
@@ -518,8 +485,8 @@ static void test_stress(struct ksmu_merger *m, unsigned long cycles)
 	merged_vma = maps_in(s->page, PG, &mf);
 
 	memcpy(exp, s->tmpl, PG);
-	*word((char *)exp, OFF_A) = *word((char *)exp, OFF_Z) = s->last_a;
-	*word((char *)exp, OFF_B) = s->last_b;
+	*t_word((char *)exp, OFF_A) = *t_word((char *)exp, OFF_Z) = s->last_a;
+	*t_word((char *)exp, OFF_B) = s->last_b;
 	printf("   %.2f s: merged %lu, unmerged %lu (of them COW copies %" PRIu64
 	       "), merge -EAGAIN %lu, other %lu\n",
 	       (double)dt / 1e9, merged, unmerged, m->stats.unmerged_private - st0.unmerged_private,
@@ -558,20 +525,7 @@ int main(void)
 	char *probe;
 	int err, fd;
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	err = ksmu_merger_init(&m);
-	if (err == -EOPNOTSUPP)
-		t_skip("the kernel lacks UFFDIO_MOVE (6.8)");
-	if (err == -EPERM || err == -EACCES || err == -ENOSYS)
-		t_skip("no userfaultfd for kernel-mode faults (needs root or "
-		       "vm.unprivileged_userfaultfd=1)");
-	if (err) {
-		fprintf(stderr, "ksmu_merger_init: %s\n", strerror(-err));
-		return T_EXIT_FAIL;
-	}
-	t_pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (t_pm_fd < 0)
-		t_skip("no /proc/self/pagemap");
+	t_merger_init(&m);
 	if (env && *env)
 		cycles = strtoul(env, NULL, 0);
 
