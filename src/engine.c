@@ -607,27 +607,48 @@ static void apply_event(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 	}
 }
 
+#define EVENT_QUEUE 1024
+
+/*
+ * The application's munmap()/mremap()/madvise() returns only once its event
+ * has been *read*, so reading never waits for the engine lock (a scan batch
+ * may hold it for milliseconds): events are read into a queue as they come
+ * and applied, in order, whenever the lock is free (trylock, retried every
+ * millisecond).  Only a full queue makes the reader wait for the lock.
+ */
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
 	struct pollfd pfd = { .fd = e->tracker.fd, .events = POLLIN };
-	struct ksmu_uffd_event ev[16];
+	static struct ksmu_uffd_event q[EVENT_QUEUE];
+	size_t n = 0, i;
 
 	for (;;) {
-		int n, i;
+		int r;
 
-		if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+		if (poll(&pfd, 1, n ? 1 : -1) < 0 && errno != EINTR) {
 			pr_err("event reader: poll failed: %s", strerror(errno));
 			return NULL;
 		}
 		/* Read first, without the lock: that is what lets the caller go. */
-		n = ksmu_tracker_read_events(&e->tracker, ev, KSMU_ARRAY_SIZE(ev));
-		if (n <= 0)
+		while (n < EVENT_QUEUE) {
+			r = ksmu_tracker_read_events(&e->tracker, q + n, EVENT_QUEUE - n);
+			if (r <= 0)
+				break;
+			n += (size_t)r;
+		}
+		if (!n)
 			continue;
-		pthread_mutex_lock(&e->lock);
+		if (n < EVENT_QUEUE) {
+			if (pthread_mutex_trylock(&e->lock))
+				continue; /* busy: keep reading, apply later */
+		} else {
+			pthread_mutex_lock(&e->lock);
+		}
 		for (i = 0; i < n; i++)
-			apply_event(e, &ev[i]);
+			apply_event(e, &q[i]);
 		pthread_mutex_unlock(&e->lock);
+		n = 0;
 	}
 	return NULL;
 }
