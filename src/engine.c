@@ -11,6 +11,9 @@
  *   UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN, checksums otherwise.  The
  *   scanner thread ("ksmu-scan") starts with the first registration; it runs
  *   one batch of pages_to_scan pages every sleep_millisecs while run == 1.
+ *   With the exact tracker, a second thread ("ksmu-uffd") reads the
+ *   tracker's remove/unmap/remap events and keeps regions and records in
+ *   step with munmap(), mremap() and MADV_DONTNEED (apply_event()).
  *
  *   ksmu_register() intersects the range with /proc/self/maps and creates
  *   one region per eligible (private anonymous) stretch not yet registered;
@@ -28,16 +31,22 @@
  *   e->lock protects all engine state.  API calls take it for their whole
  *   duration; the scanner thread holds it while it runs a batch (at most
  *   pages_to_scan pages) and drops it while sleeping on e->wake.
- *   ksmu_scan_full() drops it between batches.  The scanner thread blocks
- *   all signals so that the host program's handlers never run on it.
+ *   ksmu_scan_full() drops it between batches.  The event reader reads
+ *   without the lock (the application's call is released by the read) and
+ *   applies queued events under a trylock, so it never holds an
+ *   application's munmap() behind a scan batch.  Both threads block all
+ *   signals so that the host program's handlers never run on them, and
+ *   neither is ever stopped (see the end of this file).
  *
  *   fork(): the prepare handler takes e->lock so that the child inherits
  *   consistent state; the child handler re-initialises the lock, re-opens
- *   /proc/self/pagemap (the old fd describes the parent) and the tracker
- *   (userfaultfd registrations are not inherited without EVENT_FORK), all
- *   with plain system calls.  The child's scanner thread is started by its
- *   next API call, since creating threads in an atfork child handler is not
- *   async-signal-safe.
+ *   /proc/self/pagemap (the old fd describes the parent) and closes the
+ *   parent's userfaultfd, all with plain system calls.  Registrations are
+ *   not inherited (no EVENT_FORK), and the child must not register with an
+ *   event-reporting uffd before it has a reader, or its munmap() would
+ *   block: it scans by checksum until its first API call, which restarts
+ *   the tracker, the reader and the scanner (child_restart()), since
+ *   creating threads in an atfork child handler is not async-signal-safe.
  *
  * KERNEL REQUIREMENTS
  *   See pagemap.c, uffd.c; degrades to checksums without WP_ASYNC and to
