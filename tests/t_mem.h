@@ -86,6 +86,48 @@ static inline int t_store_equals(int fd, size_t idx, const void *page)
 	       !memcmp(buf, page, T_PG);
 }
 
+/*
+ * Number of /proc/self/maps lines (VMAs) that intersect [lo, lo + len);
+ * if @memfd is not NULL, how many of them map a memfd.
+ */
+static inline int t_maps_in(const void *lo_p, size_t len, int *memfd)
+{
+	uintptr_t lo = (uintptr_t)lo_p, hi = lo + len;
+	unsigned long s, e;
+	char line[512];
+	int n = 0;
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	if (memfd)
+		*memfd = 0;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < hi && lo < e) {
+			n++;
+			if (memfd && strstr(line, "/memfd:"))
+				(*memfd)++;
+		}
+	}
+	fclose(f);
+	return n;
+}
+
+/* PFN of page @idx of a memfd, seen through a shared mapping of it. */
+static inline uint64_t t_store_pfn(int fd, size_t idx)
+{
+	volatile unsigned char *p =
+		mmap(NULL, T_PG, PROT_READ, MAP_SHARED, fd, (off_t)(idx * T_PG));
+	uint64_t pfn;
+
+	if (p == MAP_FAILED)
+		return 0;
+	(void)p[0];
+	pfn = t_pfn_of((const void *)p);
+	munmap((void *)p, T_PG);
+	return pfn;
+}
+
 /* A page of content that depends on @seed only, never all zero. */
 static inline void t_fill_page(void *page, uint64_t seed)
 {

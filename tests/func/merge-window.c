@@ -42,25 +42,6 @@ static int have_pfn;
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Number of /proc/self/maps lines that intersect [lo, hi). */
-static int maps_in(const void *lo_p, size_t len)
-{
-	uintptr_t lo = (uintptr_t)lo_p, hi = lo + len;
-	unsigned long s, e;
-	char line[512];
-	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < hi && lo < e)
-			n++;
-	}
-	fclose(f);
-	return n;
-}
-
 static long pss_kb(void)
 {
 	char line[256];
@@ -99,20 +80,6 @@ static long region_pss_kb(const void *lo_p, size_t len)
 	return sum;
 }
 
-/* PFN of store page @idx, seen through a shared mapping of the store. */
-static uint64_t store_pfn(int fd, size_t idx)
-{
-	volatile unsigned char *p = mmap(NULL, PG, PROT_READ, MAP_SHARED, fd, (off_t)(idx * PG));
-	uint64_t pfn;
-
-	if (p == MAP_FAILED)
-		return 0;
-	(void)p[0];
-	pfn = t_pfn_of((const void *)p);
-	munmap((void *)p, PG);
-	return pfn;
-}
-
 /* ---------------------------------------------------------------- basics */
 
 static void test_basic(struct ksmu_merger *m)
@@ -136,7 +103,7 @@ static void test_basic(struct ksmu_merger *m)
 	have_pfn = t_pfn_of(r + PG) != 0;
 	if (!have_pfn)
 		printf("   (PFNs hidden: not root; PFN checks skipped)\n");
-	n0 = maps_in(r, 8 * PG);
+	n0 = t_maps_in(r, 8 * PG, NULL);
 	CHECK("one VMA", n0 == 1);
 
 	CHECK_RET("merge page 1", ksmu_merge_page(m, (uintptr_t)(r + PG), fd, 0, x), 0);
@@ -145,15 +112,15 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK("content 5", !memcmp(r + 5 * PG, x, PG));
 	CHECK("populated at once", t_present(r + PG) && t_present(r + 5 * PG));
 	if (have_pfn) {
-		spfn = store_pfn(fd, 0);
+		spfn = t_store_pfn(fd, 0);
 		printf("   pfn page1 %#" PRIx64 " page5 %#" PRIx64 " store %#" PRIx64 "\n",
 		       t_pfn_of(r + PG), t_pfn_of(r + 5 * PG), spfn);
 		CHECK("same PFN", t_pfn_of(r + PG) == t_pfn_of(r + 5 * PG));
 		CHECK("store PFN", spfn && t_pfn_of(r + PG) == spfn);
 	}
 	/* pages 1 and 5 are VMAs of their own now: 1 -> 5 */
-	printf("   VMAs %d -> %d\n", n0, maps_in(r, 8 * PG));
-	CHECK("2 VMAs per lone page", maps_in(r, 8 * PG) == n0 + 4);
+	printf("   VMAs %d -> %d\n", n0, t_maps_in(r, 8 * PG, NULL));
+	CHECK("2 VMAs per lone page", t_maps_in(r, 8 * PG, NULL) == n0 + 4);
 
 	printf("-- write after merge: private copy\n");
 	r[PG + 100] = 0x5a;
@@ -164,7 +131,7 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK("store unchanged", t_store_equals(fd, 0, x));
 	if (have_pfn) {
 		CHECK("writer got its own page", t_pfn_of(r + PG) != t_pfn_of(r + 5 * PG));
-		CHECK("store still shared", t_pfn_of(r + 5 * PG) == store_pfn(fd, 0));
+		CHECK("store still shared", t_pfn_of(r + 5 * PG) == t_store_pfn(fd, 0));
 	}
 
 	printf("-- a merged page cannot be merged again (file-backed VMA)\n");
@@ -172,20 +139,20 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK("still mapped", !memcmp(r + 5 * PG, x, PG));
 
 	printf("-- content differs: -EAGAIN, page moved back\n");
-	n0 = maps_in(r, 8 * PG);
+	n0 = t_maps_in(r, 8 * PG, NULL);
 	memcpy(before, r + 3 * PG, PG);
 	pfn3 = t_pfn_of(r + 3 * PG);
 	CHECK_RET("differs", ksmu_merge_page(m, (uintptr_t)(r + 3 * PG), fd, 0, x), -EAGAIN);
 	CHECK("bit-identical", !memcmp(r + 3 * PG, before, PG));
 	CHECK("same PFN", t_pfn_of(r + 3 * PG) == pfn3);
-	CHECK("VMAs merged back", maps_in(r, 8 * PG) == n0);
+	CHECK("VMAs merged back", t_maps_in(r, 8 * PG, NULL) == n0);
 	CHECK("stats differ", m->stats.differ >= 1);
 
 	printf("-- never touched: -ENOENT\n");
 	CHECK("absent", !t_present(r + 6 * PG));
 	CHECK_RET("absent", ksmu_merge_page(m, (uintptr_t)(r + 6 * PG), fd, 0, x), -ENOENT);
 	CHECK("still absent", !t_present(r + 6 * PG));
-	CHECK("VMAs unchanged", maps_in(r, 8 * PG) == n0);
+	CHECK("VMAs unchanged", t_maps_in(r, 8 * PG, NULL) == n0);
 	r[6 * PG] = 3; /* would hang if the window had left it registered */
 	CHECK("usable", r[6 * PG] == 3 && r[6 * PG + 1] == 0);
 
@@ -245,7 +212,7 @@ static void test_pss(struct ksmu_merger *m)
 	printf("   merged %zu; Pss of the process %ld kB -> %ld kB (drop %ld kB), of the region "
 	       "%ld kB -> %ld kB (drop %ld kB); ideal drop %ld kB; VMAs %d\n",
 	       merged, before, after, before - after, rbefore, rafter, rbefore - rafter, ideal,
-	       maps_in(r, n * PG));
+	       t_maps_in(r, n * PG, NULL));
 	CHECK("all merged", merged == n);
 	/* smaps_rollup also counts the runtime's own growth (sanitizers) */
 	CHECK("process Pss dropped by ~8 MiB", before - after >= ideal - 1024);
@@ -278,14 +245,14 @@ static void test_run(struct ksmu_merger *m)
 		t_store_put(fd, sidx + i, exp + i * PG);
 	}
 	memcpy(r + at * PG, exp, n * PG);
-	n0 = maps_in(r, total * PG);
+	n0 = t_maps_in(r, total * PG, NULL);
 	CHECK_RET("run", ksmu_merge_run(m, (uintptr_t)(r + at * PG), n, fd, sidx, exp, &bad), 0);
-	printf("   VMAs %d -> %d\n", n0, maps_in(r, total * PG));
-	CHECK("+2 VMAs for the run", maps_in(r, total * PG) == n0 + 2);
+	printf("   VMAs %d -> %d\n", n0, t_maps_in(r, total * PG, NULL));
+	CHECK("+2 VMAs for the run", t_maps_in(r, total * PG, NULL) == n0 + 2);
 	CHECK("content", !memcmp(r + at * PG, exp, n * PG));
 	if (have_pfn) {
 		for (ok = 1, i = 0; i < n; i++)
-			ok &= t_pfn_of(r + (at + i) * PG) == store_pfn(fd, sidx + i);
+			ok &= t_pfn_of(r + (at + i) * PG) == t_store_pfn(fd, sidx + i);
 		CHECK("each page maps its store page", ok);
 	}
 
@@ -295,11 +262,11 @@ static void test_run(struct ksmu_merger *m)
 		t_store_put(fd, sidx + n + i, exp + i * PG);
 	}
 	memcpy(r + (at + n) * PG, exp, n * PG);
-	n0 = maps_in(r, total * PG);
+	n0 = t_maps_in(r, total * PG, NULL);
 	CHECK_RET("run 2",
 		  ksmu_merge_run(m, (uintptr_t)(r + (at + n) * PG), n, fd, sidx + n, exp, &bad), 0);
-	printf("   VMAs %d -> %d\n", n0, maps_in(r, total * PG));
-	CHECK("no VMA added", maps_in(r, total * PG) == n0);
+	printf("   VMAs %d -> %d\n", n0, t_maps_in(r, total * PG, NULL));
+	CHECK("no VMA added", t_maps_in(r, total * PG, NULL) == n0);
 	CHECK("content 2", !memcmp(r + (at + n) * PG, exp, n * PG));
 	munmap(r, total * PG);
 
@@ -313,7 +280,7 @@ static void test_run(struct ksmu_merger *m)
 	memcpy(save, r + at * PG, n * PG);
 	for (i = 0; i < n; i++)
 		pfns[i] = t_pfn_of(r + (at + i) * PG);
-	n0 = maps_in(r, total * PG);
+	n0 = t_maps_in(r, total * PG, NULL);
 	CHECK_RET("run differs",
 		  ksmu_merge_run(m, (uintptr_t)(r + at * PG), n, fd, sidx, exp, &bad), -EAGAIN);
 	CHECK("culprit 10", bad == 10);
@@ -321,7 +288,7 @@ static void test_run(struct ksmu_merger *m)
 	for (ok = 1, i = 0; i < n; i++)
 		ok &= t_pfn_of(r + (at + i) * PG) == pfns[i];
 	CHECK("all same PFNs", ok);
-	CHECK("VMAs unchanged", maps_in(r, total * PG) == n0);
+	CHECK("VMAs unchanged", t_maps_in(r, total * PG, NULL) == n0);
 
 	printf("-- run with a hole: -ENOENT, culprit reported\n");
 	r[(at + 10) * PG + 7] ^= 1;
@@ -339,7 +306,7 @@ static void test_run(struct ksmu_merger *m)
 	/* (reading the hole would fault a page in: compare around it) */
 	CHECK("all bit-identical", !memcmp(r + at * PG, save, 20 * PG) &&
 				       !memcmp(r + (at + 21) * PG, save + 21 * PG, (n - 21) * PG));
-	CHECK("VMAs unchanged", maps_in(r, total * PG) == n0);
+	CHECK("VMAs unchanged", t_maps_in(r, total * PG, NULL) == n0);
 	munmap(r, total * PG);
 	close(fd);
 	free(exp);

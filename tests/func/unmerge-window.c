@@ -37,49 +37,12 @@
 
 static int have_pfn;
 
-/* Number of /proc/self/maps lines intersecting [lo, lo+len); *memfd: how many are memfds. */
-static int maps_in(const void *lo_p, size_t len, int *memfd)
-{
-	uintptr_t lo = (uintptr_t)lo_p, hi = lo + len;
-	unsigned long s, e;
-	char line[512];
-	int n = 0;
-	FILE *f = fopen("/proc/self/maps", "r");
-
-	if (memfd)
-		*memfd = 0;
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < hi && lo < e) {
-			n++;
-			if (memfd && strstr(line, "/memfd:"))
-				(*memfd)++;
-		}
-	}
-	fclose(f);
-	return n;
-}
-
 static int is_memfd(const void *p)
 {
 	int mf;
 
-	maps_in(p, PG, &mf);
+	t_maps_in(p, PG, &mf);
 	return mf;
-}
-
-static uint64_t store_pfn(int fd, size_t idx)
-{
-	volatile unsigned char *p = mmap(NULL, PG, PROT_READ, MAP_SHARED, fd, (off_t)(idx * PG));
-	uint64_t pfn;
-
-	if (p == MAP_FAILED)
-		return 0;
-	(void)p[0];
-	pfn = t_pfn_of((const void *)p);
-	munmap((void *)p, PG);
-	return pfn;
 }
 
 static uint64_t now_ns(void)
@@ -120,7 +83,7 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK("content", !memcmp(r + 2 * PG, x, PG));
 	CHECK("other still merged", is_memfd(r + 5 * PG) && !memcmp(r + 5 * PG, x, PG));
 	if (have_pfn) {
-		spfn = store_pfn(fd, 0);
+		spfn = t_store_pfn(fd, 0);
 		printf("   pfn unmerged %#" PRIx64 " merged %#" PRIx64 " store %#" PRIx64 "\n",
 		       t_pfn_of(r + 2 * PG), t_pfn_of(r + 5 * PG), spfn);
 		CHECK("own PFN", t_pfn_of(r + 2 * PG) != spfn);
@@ -135,7 +98,7 @@ static void test_basic(struct ksmu_merger *m)
 	CHECK_RET("merge again", ksmu_merge_page(m, (uintptr_t)(r + 2 * PG), fd, 0, x), 0);
 	CHECK("merged again", is_memfd(r + 2 * PG) && !memcmp(r + 2 * PG, x, PG));
 	if (have_pfn)
-		CHECK("store PFN again", t_pfn_of(r + 2 * PG) == store_pfn(fd, 0));
+		CHECK("store PFN again", t_pfn_of(r + 2 * PG) == t_store_pfn(fd, 0));
 
 	printf("-- written after merge (kernel COW copy), then unmerged\n");
 	r[5 * PG + 100] = 0x5a;
@@ -181,17 +144,17 @@ static void test_vmas(struct ksmu_merger *m)
 	for (i = 0; i < n; i++)
 		memcpy(r + i * PG, x, PG);
 	t_store_put(fd, 0, x);
-	n0 = maps_in(r, n * PG, NULL);
+	n0 = t_maps_in(r, n * PG, NULL);
 	for (i = 3; i <= 8; i++)
 		ok &= ksmu_merge_page(m, (uintptr_t)(r + i * PG), fd, 0, x) == 0;
 	ok &= ksmu_merge_page(m, (uintptr_t)(r + 12 * PG), fd, 0, x) == 0;
 	CHECK("merged", ok);
-	n1 = maps_in(r, n * PG, NULL);
+	n1 = t_maps_in(r, n * PG, NULL);
 	for (i = 3; i <= 8; i++)
 		ok &= ksmu_unmerge_page(m, (uintptr_t)(r + i * PG)) == 0;
 	ok &= ksmu_unmerge_page(m, (uintptr_t)(r + 12 * PG)) == 0;
 	CHECK("unmerged", ok);
-	n2 = maps_in(r, n * PG, &mf);
+	n2 = t_maps_in(r, n * PG, &mf);
 	printf("   VMAs before merge %d, merged %d, unmerged %d (memfd %d)\n", n0, n1, n2, mf);
 	CHECK("no memfd left", mf == 0);
 	/*
@@ -219,13 +182,13 @@ static void test_vmas(struct ksmu_merger *m)
 
 		for (i = 0; i < 6; i++)
 			memcpy(exp + i * PG, x, PG);
-		n0 = maps_in(r, n * PG, NULL);
+		n0 = t_maps_in(r, n * PG, NULL);
 		CHECK_RET("merge run", ksmu_merge_run(m, (uintptr_t)(r + 4 * PG), 6, fd, 0, exp, NULL),
 			  0);
-		n1 = maps_in(r, n * PG, NULL);
+		n1 = t_maps_in(r, n * PG, NULL);
 		r[6 * PG + 5] = 7; /* one page COW-copied */
 		CHECK_RET("unmerge run", ksmu_unmerge_run(m, (uintptr_t)(r + 4 * PG), 6), 0);
-		n2 = maps_in(r, n * PG, &mf);
+		n2 = t_maps_in(r, n * PG, &mf);
 		printf("   VMAs before merge %d, merged %d, unmerged %d (memfd %d)\n", n0, n1, n2,
 		       mf);
 		CHECK("run: one anonymous VMA", mf == 0 && n2 == n0 + 2);
@@ -482,7 +445,7 @@ static void test_stress(struct ksmu_merger *m, unsigned long cycles)
 	for (i = 0; i < 3; i++)
 		pthread_join(th[i], NULL);
 	dt = now_ns() - t0;
-	merged_vma = maps_in(s->page, PG, &mf);
+	merged_vma = t_maps_in(s->page, PG, &mf);
 
 	memcpy(exp, s->tmpl, PG);
 	*t_word((char *)exp, OFF_A) = *t_word((char *)exp, OFF_Z) = s->last_a;
