@@ -35,7 +35,8 @@ extern "C" {
 #define KSMU_VERSION_MAJOR 0
 #define KSMU_VERSION_MINOR 1
 #define KSMU_VERSION_PATCH 0
-#define KSMU_VERSION_NUM (KSMU_VERSION_MAJOR * 10000 + KSMU_VERSION_MINOR * 100 + KSMU_VERSION_PATCH)
+#define KSMU_VERSION_NUM                                                                           \
+	(KSMU_VERSION_MAJOR * 10000 + KSMU_VERSION_MINOR * 100 + KSMU_VERSION_PATCH)
 
 #if defined(__GNUC__)
 #define KSMU_API __attribute__((visibility("default")))
@@ -52,7 +53,7 @@ enum ksmu_run_mode {
 
 /** ksmu: how the scanner learns which pages changed since its last visit. */
 enum ksmu_dirty_tracker {
-	KSMU_TRACK_NONE = 0,     /**< not decided yet (no region registered) */
+	KSMU_TRACK_NONE = 0,	 /**< not decided yet (no region registered) */
 	KSMU_TRACK_CHECKSUM = 1, /**< re-hash every present page each pass (kernel KSM's way) */
 	KSMU_TRACK_WP_ASYNC = 2, /**< PAGEMAP_SCAN + userfaultfd async write-protect: exact */
 };
@@ -66,17 +67,18 @@ enum ksmu_dirty_tracker {
  */
 struct ksmu_stats {
 	/* counters, as in /sys/kernel/mm/ksm */
-	uint64_t pages_shared;   /**< stable nodes in use: distinct merged pages */
-	uint64_t pages_sharing;  /**< additional pages that share a merged page (the saving) */
+	uint64_t pages_shared;	 /**< stable nodes in use: distinct merged pages */
+	uint64_t pages_sharing;	 /**< additional pages that share a merged page (the saving) */
 	uint64_t pages_unshared; /**< pages in the unstable tree: unique so far, still checked */
 	uint64_t pages_volatile; /**< tracked pages that changed too fast to be put in a tree */
-	uint64_t pages_scanned;  /**< present pages examined, cumulative */
-	uint64_t pages_skipped;  /**< pages skipped by smart_scan, cumulative */
-	uint64_t full_scans;     /**< complete passes over all registered memory */
-	uint64_t stable_node_chains; /**< contents with more than one stable node (max_page_sharing) */
-	uint64_t stable_node_dups;   /**< stable nodes inside such chains */
-	uint64_t ksm_zero_pages;     /**< pages merged with the zero page (use_zero_pages) */
-	int64_t general_profit;      /**< bytes saved minus all metadata, may be negative */
+	uint64_t pages_scanned;	 /**< present pages examined, cumulative */
+	uint64_t pages_skipped;	 /**< pages skipped by smart_scan, cumulative */
+	uint64_t full_scans;	 /**< complete passes over all registered memory */
+	uint64_t
+	    stable_node_chains; /**< contents with more than one stable node (max_page_sharing) */
+	uint64_t stable_node_dups; /**< stable nodes inside such chains */
+	uint64_t ksm_zero_pages;   /**< pages merged with the zero page (use_zero_pages) */
+	int64_t general_profit;	   /**< bytes saved minus all metadata, may be negative */
 	/* knobs, as in /sys/kernel/mm/ksm */
 	uint64_t run;
 	uint64_t pages_to_scan;
@@ -87,36 +89,54 @@ struct ksmu_stats {
 	uint64_t stable_node_chains_prune_millisecs;
 	uint64_t smart_scan;
 	/* ksmu: engine state */
-	uint64_t rmap_items;      /**< ksmu: tracking records of pages seen present */
-	uint64_t pages_tracked;   /**< ksmu: pages inside registered regions, present or not */
-	uint64_t regions;         /**< ksmu: registered regions */
-	uint64_t pages_hashed;    /**< ksmu: pages whose content was read and hashed, cumulative */
-	uint64_t pages_clean;     /**< ksmu: pages proved unchanged by the dirty tracker, cumulative */
+	uint64_t rmap_items;	/**< ksmu: tracking records of pages seen present */
+	uint64_t pages_tracked; /**< ksmu: pages inside registered regions, present or not */
+	uint64_t regions;	/**< ksmu: registered regions */
+	uint64_t pages_hashed;	/**< ksmu: pages whose content was read and hashed, cumulative */
+	uint64_t pages_clean; /**< ksmu: pages proved unchanged by the dirty tracker, cumulative */
 	uint64_t pages_compared;  /**< ksmu: full-content comparisons, cumulative */
 	uint64_t hash_collisions; /**< ksmu: equal hashes whose contents differed, cumulative */
 	uint64_t metadata_bytes;  /**< ksmu: memory held by the engine's metadata */
 	uint64_t rmap_item_size;  /**< ksmu: bytes of one tracking record */
-	uint64_t dirty_tracker;   /**< ksmu: enum ksmu_dirty_tracker in use */
-	uint64_t scan_cpu_ns;     /**< ksmu: CPU time spent scanning, cumulative */
+	uint64_t dirty_tracker;	  /**< ksmu: enum ksmu_dirty_tracker in use */
+	uint64_t scan_cpu_ns;	  /**< ksmu: CPU time spent scanning, cumulative */
 	/* ksmu: what merging would achieve now (the dry-run estimate) */
 	uint64_t est_pages_shared;  /**< ksmu: distinct contents that have duplicates */
 	uint64_t est_pages_sharing; /**< ksmu: pages that merging would free */
 	uint64_t est_zero_pages;    /**< ksmu: zero pages that use_zero_pages would free */
-	int64_t est_profit;         /**< ksmu: bytes merging would save, minus metadata */
+	int64_t est_profit;	    /**< ksmu: bytes merging would save, minus metadata */
 	/* ksmu: life cycle */
-	uint64_t uffd_events;       /**< ksmu: munmap/mremap/MADV_DONTNEED events applied */
+	uint64_t uffd_events; /**< ksmu: munmap/mremap/MADV_DONTNEED events applied */
+	/* ksmu: merging (0.2) */
+	uint64_t dry_run;	    /**< ksmu knob: 1 = detect and estimate only, never merge */
+	uint64_t merging;	    /**< ksmu: 1 if pages are merged (kernel and knobs allow it) */
+	uint64_t merges;	    /**< ksmu: pages merged, cumulative */
+	uint64_t merge_busy;	    /**< ksmu: merges refused, page pinned or shared with a child */
+	uint64_t merge_changed;	    /**< ksmu: merges refused, page changed meanwhile */
+	uint64_t merge_failed;	    /**< ksmu: merges that failed otherwise */
+	uint64_t merge_vma_limited; /**< ksmu: merges skipped to stay under the VMA budget */
+	uint64_t cow_breaks;	    /**< ksmu: merged pages copied on write by the kernel */
+	uint64_t pages_unmerged;    /**< ksmu: pages given a private copy back (unmerge) */
+	uint64_t unmerge_failed;    /**< ksmu: unmerge calls that failed */
+	uint64_t minor_zero;	    /**< ksmu: dropped merged pages faulted back as zeros */
+	uint64_t minor_store;	    /**< ksmu: merged pages re-faulted from the store */
+	uint64_t store_pages;	    /**< ksmu: store pages holding memory now */
+	uint64_t store_orphans;	    /**< ksmu: of those, kept only by copies (no saving) */
+	uint64_t store_vmas;	    /**< ksmu: store mappings at the last pass end */
+	uint64_t vmas_added; /**< ksmu: VMAs merging added (upper bound), in general_profit */
+	uint64_t vma_limit;  /**< ksmu: VMA count merging stays under (3/4 max_map_count) */
 };
 
 /**
  * struct ksmu_proc_stats - this process's counters, as /proc/self/ksm_stat.
  */
 struct ksmu_proc_stats {
-	uint64_t ksm_rmap_items;     /**< tracking records of this process */
-	uint64_t ksm_zero_pages;     /**< pages merged with the zero page */
-	uint64_t ksm_merging_pages;  /**< pages of this process that are merged */
-	int64_t ksm_process_profit;  /**< bytes saved minus metadata, for this process */
-	uint64_t ksm_merge_any;      /**< 1 if merge-any (prctl PR_SET_MEMORY_MERGE) is on */
-	uint64_t ksm_mergeable;      /**< 1 if any memory of the process is registered */
+	uint64_t ksm_rmap_items;    /**< tracking records of this process */
+	uint64_t ksm_zero_pages;    /**< pages merged with the zero page */
+	uint64_t ksm_merging_pages; /**< pages of this process that are merged */
+	int64_t ksm_process_profit; /**< bytes saved minus metadata, for this process */
+	uint64_t ksm_merge_any;	    /**< 1 if merge-any (prctl PR_SET_MEMORY_MERGE) is on */
+	uint64_t ksm_mergeable;	    /**< 1 if any memory of the process is registered */
 };
 
 /**
@@ -124,25 +144,25 @@ struct ksmu_proc_stats {
  * Each field is 1 when available, 0 when not, unless stated otherwise.
  */
 struct ksmu_features {
-	uint32_t size;              /**< sizeof(struct ksmu_features) as filled */
-	uint32_t kernel_major;      /**< running kernel version, from uname */
+	uint32_t size;	       /**< sizeof(struct ksmu_features) as filled */
+	uint32_t kernel_major; /**< running kernel version, from uname */
 	uint32_t kernel_minor;
-	int32_t userfaultfd;        /**< userfaultfd(2) or /dev/userfaultfd usable */
-	int32_t uffd_wp;            /**< write-protect mode on anonymous memory */
-	int32_t uffd_wp_async;      /**< UFFD_FEATURE_WP_ASYNC (6.7) */
-	int32_t uffd_wp_unpopulated;/**< UFFD_FEATURE_WP_UNPOPULATED (6.4) */
-	int32_t uffd_move;          /**< UFFDIO_MOVE (6.8) */
-	int32_t uffd_events;        /**< fork/remap/remove/unmap events */
-	uint64_t uffd_features;     /**< raw UFFDIO_API feature mask offered */
-	int32_t pagemap_scan;       /**< PAGEMAP_SCAN ioctl on /proc/self/pagemap (6.7) */
-	int32_t pagemap_pfn;        /**< pagemap shows PFNs (needs CAP_SYS_ADMIN) */
-	int32_t soft_dirty;         /**< soft-dirty bits really work */
-	int32_t process_madvise;    /**< process_madvise(2) on our own pidfd */
-	int32_t kernel_ksm;         /**< /sys/kernel/mm/ksm exists (the reference) */
-	int32_t numa_nodes;         /**< configured NUMA nodes (>= 1) */
-	int64_t max_map_count;      /**< vm.max_map_count, -1 if unreadable */
-	int32_t thp_mode;           /**< 0 never, 1 madvise, 2 always, -1 unknown */
-	int32_t page_size;          /**< base page size in bytes */
+	int32_t userfaultfd;	     /**< userfaultfd(2) or /dev/userfaultfd usable */
+	int32_t uffd_wp;	     /**< write-protect mode on anonymous memory */
+	int32_t uffd_wp_async;	     /**< UFFD_FEATURE_WP_ASYNC (6.7) */
+	int32_t uffd_wp_unpopulated; /**< UFFD_FEATURE_WP_UNPOPULATED (6.4) */
+	int32_t uffd_move;	     /**< UFFDIO_MOVE (6.8) */
+	int32_t uffd_events;	     /**< fork/remap/remove/unmap events */
+	uint64_t uffd_features;	     /**< raw UFFDIO_API feature mask offered */
+	int32_t pagemap_scan;	     /**< PAGEMAP_SCAN ioctl on /proc/self/pagemap (6.7) */
+	int32_t pagemap_pfn;	     /**< pagemap shows PFNs (needs CAP_SYS_ADMIN) */
+	int32_t soft_dirty;	     /**< soft-dirty bits really work */
+	int32_t process_madvise;     /**< process_madvise(2) on our own pidfd */
+	int32_t kernel_ksm;	     /**< /sys/kernel/mm/ksm exists (the reference) */
+	int32_t numa_nodes;	     /**< configured NUMA nodes (>= 1) */
+	int64_t max_map_count;	     /**< vm.max_map_count, -1 if unreadable */
+	int32_t thp_mode;	     /**< 0 never, 1 madvise, 2 always, -1 unknown */
+	int32_t page_size;	     /**< base page size in bytes */
 };
 
 /**

@@ -66,8 +66,8 @@
 #include "log.h"
 #include "probe.h"
 
-#define ARENA_RESERVE (64UL << 30)     /* 8 TiB of tracked memory */
-#define ARENA_RESERVE_MIN (4UL << 30)  /* when the address space is tight */
+#define ARENA_RESERVE (64UL << 30)    /* 8 TiB of tracked memory */
+#define ARENA_RESERVE_MIN (4UL << 30) /* when the address space is tight */
 #define SCAN_FULL_BATCH 4096
 
 static struct ksmu_engine engine;
@@ -238,9 +238,13 @@ static void child_restart(struct ksmu_engine *e)
 	e->need_child_restart = false;
 	if (e->knobs.dirty_tracker != KSMU_TRACK_CHECKSUM && best_tracker_possible() &&
 	    tracker_start(e) == 0) {
-		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
-			r->wp_tracked = ksmu_tracker_register(&e->tracker, r->start,
-							      r->end - r->start) == 0;
+		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r)) {
+			r->wp_tracked =
+			    ksmu_tracker_register(&e->tracker, r->start, r->end - r->start) == 0;
+			/* Inherited store mappings: MINOR too (zeros after MADV_DONTNEED). */
+			if (r->wp_tracked)
+				ksmu_dedup_rearm_stores(e, r->start, r->end);
+		}
 		e->tracker_mode = KSMU_TRACK_WP_ASYNC;
 	}
 	if (e->nr_regions)
@@ -281,13 +285,17 @@ static int check_range(void *addr, size_t len, uintptr_t *start, uintptr_t *end)
 }
 
 /* Create and insert a region for [lo, hi), which no region overlaps. */
-static int add_region(struct ksmu_engine *e, uintptr_t lo, uintptr_t hi)
+static int add_region_reg(struct ksmu_engine *e, uintptr_t lo, uintptr_t hi, bool registered,
+			  bool tracked)
 {
 	struct ksmu_region *r = ksmu_region_new(&e->arena, lo, hi);
 
 	if (!r)
 		return -ENOMEM;
-	if (e->tracker_mode == KSMU_TRACK_WP_ASYNC) {
+	if (registered) {
+		/* The rest of a cut region: its registration (store parts included) stays. */
+		r->wp_tracked = tracked;
+	} else if (e->tracker_mode == KSMU_TRACK_WP_ASYNC) {
 		int ret = ksmu_tracker_register(&e->tracker, lo, hi - lo);
 
 		r->wp_tracked = ret == 0;
@@ -299,6 +307,11 @@ static int add_region(struct ksmu_engine *e, uintptr_t lo, uintptr_t hi)
 	e->nr_regions++;
 	e->pages_tracked += r->nr_pages;
 	return 0;
+}
+
+static int add_region(struct ksmu_engine *e, uintptr_t lo, uintptr_t hi)
+{
+	return add_region_reg(e, lo, hi, false, false);
 }
 
 /* maps walk callback: register the parts of [lo, hi) not yet registered. */
@@ -355,35 +368,52 @@ static int noop_cb(uintptr_t lo, uintptr_t hi, void *arg)
 	return 0;
 }
 
-/* Remove [start, end) from region @r, keeping what lies outside. */
+/* Why a range leaves its region (cut_region()). */
+enum cut_how {
+	CUT_UNREGISTER, /* ksmu_unregister(): unmerge first, the memory stays */
+	CUT_UNMAPPED,	/* munmap(): the memory and its store mappings are gone */
+	CUT_MOVED,	/* mremap(): the memory lives on elsewhere */
+};
+
+/*
+ * Remove [start, end) from region @r, keeping what lies outside.  Merged
+ * pages of the removed range are unmerged (CUT_UNREGISTER: on failure
+ * nothing is removed and the error returned), or their store references
+ * dropped (CUT_UNMAPPED) or leaked (CUT_MOVED).  The kept parts become new
+ * regions with fresh records; the store references of their merged pages
+ * leak (a known limit: the pages stay merged, but are not counted).
+ */
 static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t start, uintptr_t end,
-		      bool still_mapped)
+		      enum cut_how how)
 {
 	uintptr_t lo = KSMU_MAX(start, r->start), hi = KSMU_MIN(end, r->end);
 	uintptr_t keep_lo_start = r->start, keep_hi_end = r->end;
 	bool tracked = r->wp_tracked;
 	int ret = 0;
 
+	if (how == CUT_UNREGISTER) {
+		ret = ksmu_dedup_unmerge_range(e, r, lo, hi, false);
+		if (ret)
+			return ret;
+	}
 	if (e->cursor == r) {
 		e->cursor = ksmu_region_next(r);
 		e->cursor_idx = 0;
 	}
-	ksmu_scan_forget_region(e, r);
+	ksmu_scan_forget_range(e, r, lo, hi,
+			       how == CUT_MOVED ? KSMU_FORGET_MOVED : KSMU_FORGET_UNMAPPED);
+	ksmu_scan_forget_range(e, r, r->start, lo, KSMU_FORGET_MOVED);
+	ksmu_scan_forget_range(e, r, hi, r->end, KSMU_FORGET_MOVED);
 	ksmu_region_erase(&e->regions, r);
 	e->nr_regions--;
 	e->pages_tracked -= r->nr_pages;
-	if (tracked && still_mapped)
+	if (tracked && how == CUT_UNREGISTER)
 		ksmu_tracker_unregister(&e->tracker, lo, hi - lo);
 	ksmu_region_free(&e->arena, r);
-	/*
-	 * The parts that stay registered become new regions.  Their tracker
-	 * registration is still in place, so add_region()'s re-registration is
-	 * a no-op for them.
-	 */
 	if (keep_lo_start < lo)
-		ret = add_region(e, keep_lo_start, lo);
+		ret = add_region_reg(e, keep_lo_start, lo, true, tracked);
 	if (!ret && hi < keep_hi_end)
-		ret = add_region(e, hi, keep_hi_end);
+		ret = add_region_reg(e, hi, keep_hi_end, true, tracked);
 	return ret;
 }
 
@@ -402,7 +432,7 @@ KSMU_API int ksmu_unregister(void *addr, size_t len)
 		return engine_err;
 	for (r = ksmu_region_lookup(&e->regions, start); r && r->start < end; r = next) {
 		next = ksmu_region_next(r);
-		ret = cut_region(e, r, start, end, true);
+		ret = cut_region(e, r, start, end, CUT_UNREGISTER);
 		if (ret)
 			break;
 	}
@@ -523,7 +553,8 @@ KSMU_API int ksmu_version(void)
 
 int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode)
 {
-	int want = mode ? mode : (best_tracker_possible() ? KSMU_TRACK_WP_ASYNC : KSMU_TRACK_CHECKSUM);
+	int want =
+	    mode ? mode : (best_tracker_possible() ? KSMU_TRACK_WP_ASYNC : KSMU_TRACK_CHECKSUM);
 	struct ksmu_region *r;
 	int ret;
 
@@ -552,7 +583,8 @@ int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode)
 	}
 	/* Freshly registered pages read as written: each is re-hashed once. */
 	for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
-		r->wp_tracked = ksmu_tracker_register(&e->tracker, r->start, r->end - r->start) == 0;
+		r->wp_tracked =
+		    ksmu_tracker_register(&e->tracker, r->start, r->end - r->start) == 0;
 	e->tracker_mode = KSMU_TRACK_WP_ASYNC;
 	return 0;
 }
@@ -585,28 +617,33 @@ static void apply_event(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 	case KSMU_UFFD_REMOVE:
 		for (r = ksmu_region_lookup(&e->regions, ev->start); r && r->start < ev->end;
 		     r = ksmu_region_next(r))
-			ksmu_scan_forget_range(e, r, ev->start, ev->end);
+			ksmu_scan_forget_range(e, r, ev->start, ev->end, KSMU_FORGET_ZAPPED);
 		break;
 	case KSMU_UFFD_UNMAP:
 		for (r = ksmu_region_lookup(&e->regions, ev->start); r && r->start < ev->end;
 		     r = next) {
 			next = ksmu_region_next(r);
-			cut_region(e, r, ev->start, ev->end, false);
+			cut_region(e, r, ev->start, ev->end, CUT_UNMAPPED);
 		}
 		break;
 	case KSMU_UFFD_REMAP: {
 		uintptr_t to_end = ev->to + (ev->end - ev->start);
 
 		/* The destination was unmapped first (its UNMAP came earlier); be sure. */
-		for (r = ksmu_region_lookup(&e->regions, ev->to); r && r->start < to_end; r = next) {
+		for (r = ksmu_region_lookup(&e->regions, ev->to); r && r->start < to_end;
+		     r = next) {
 			next = ksmu_region_next(r);
-			cut_region(e, r, ev->to, to_end, false);
+			cut_region(e, r, ev->to, to_end, CUT_UNMAPPED);
 		}
 		while ((r = ksmu_region_lookup(&e->regions, ev->start)) && r->start < ev->end) {
 			uintptr_t a = KSMU_MAX(r->start, ev->start), b = KSMU_MIN(r->end, ev->end);
 
-			cut_region(e, r, a, b, false);
-			if (add_region(e, a - ev->start + ev->to, b - ev->start + ev->to))
+			bool tracked = r->wp_tracked;
+
+			cut_region(e, r, a, b, CUT_MOVED);
+			/* The registration moved with the VMAs (store mappings keep MINOR). */
+			if (add_region_reg(e, a - ev->start + ev->to, b - ev->start + ev->to, true,
+					   tracked))
 				pr_warn("lost track of a moved range: out of memory");
 		}
 		break;
@@ -616,46 +653,208 @@ static void apply_event(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 	}
 }
 
-#define EVENT_QUEUE 1024
+#define EVENT_QUEUE 4096
+
+/*
+ * ZAPPED RANGES
+ *   A merged page that the application drops (MADV_DONTNEED) must read as
+ *   zeros afterwards, but its VMA maps the store, whose page the kernel
+ *   would fault back in.  Store mappings are registered MINOR, so that
+ *   access waits in a fault the reader answers.  The kernel delivers the
+ *   REMOVE event before it zaps and before any later fault of the range,
+ *   and the reader handles messages in order, so when a fault arrives the
+ *   reader already knows whether the range was dropped: zeros (a private
+ *   page, UFFDIO_COPY) if so, the store page (UFFDIO_CONTINUE: a fault for
+ *   another reason, such as a swap-out or a failed pre-fault) if not.
+ *   The set holds REMOVE ranges until their pages are faulted, unmapped
+ *   (UNMAP), or merged again; it is owned by the reader, with a small lock
+ *   for the scanner's prune after a merge.
+ */
+struct zap_range {
+	uintptr_t start, end;
+};
+
+static pthread_mutex_t zap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct zap_range *zaps;
+static size_t nr_zaps, zaps_cap;
+
+static void zap_remove_locked(uintptr_t start, uintptr_t end)
+{
+	size_t i = 0;
+
+	while (i < nr_zaps) {
+		struct zap_range *z = &zaps[i];
+
+		if (z->end <= start || z->start >= end) {
+			i++;
+		} else if (z->start >= start && z->end <= end) {
+			zaps[i] = zaps[--nr_zaps];
+		} else if (z->start < start && z->end > end) {
+			/* split: keep the head here, append the tail */
+			if (nr_zaps == zaps_cap) {
+				/* cannot split: keep it whole (zeros for a few more pages) */
+				i++;
+				continue;
+			}
+			zaps[nr_zaps].start = end;
+			zaps[nr_zaps].end = z->end;
+			nr_zaps++;
+			z->end = start;
+			i++;
+		} else if (z->start < start) {
+			z->end = start;
+			i++;
+		} else {
+			z->start = end;
+			i++;
+		}
+	}
+}
+
+void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&zap_lock);
+	if (nr_zaps)
+		zap_remove_locked(start, end);
+	pthread_mutex_unlock(&zap_lock);
+}
+
+static void zap_add(uintptr_t start, uintptr_t end)
+{
+	size_t i;
+
+	pthread_mutex_lock(&zap_lock);
+	for (i = 0; i < nr_zaps; i++) {
+		/* grow an overlapping or adjacent range */
+		if (zaps[i].start <= end && start <= zaps[i].end) {
+			zaps[i].start = KSMU_MIN(zaps[i].start, start);
+			zaps[i].end = KSMU_MAX(zaps[i].end, end);
+			pthread_mutex_unlock(&zap_lock);
+			return;
+		}
+	}
+	if (nr_zaps == zaps_cap) {
+		size_t cap = zaps_cap ? zaps_cap * 2 : 64;
+		struct zap_range *p = realloc(zaps, cap * sizeof(*p));
+
+		if (!p) {
+			/*
+			 * Cannot remember it: the dropped store pages would be
+			 * faulted back with their old content.  Never seen; say so.
+			 */
+			pthread_mutex_unlock(&zap_lock);
+			pr_err("out of memory: MADV_DONTNEED of %#lx-%#lx may read old content",
+			       (unsigned long)start, (unsigned long)end);
+			return;
+		}
+		zaps = p;
+		zaps_cap = cap;
+	}
+	zaps[nr_zaps].start = start;
+	zaps[nr_zaps].end = end;
+	nr_zaps++;
+	pthread_mutex_unlock(&zap_lock);
+}
+
+static bool zap_has(uintptr_t addr)
+{
+	bool hit = false;
+	size_t i;
+
+	pthread_mutex_lock(&zap_lock);
+	for (i = 0; i < nr_zaps; i++) {
+		if (addr >= zaps[i].start && addr < zaps[i].end) {
+			hit = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&zap_lock);
+	return hit;
+}
+
+/* The reader's immediate part of an event: before queueing, without the lock. */
+static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
+{
+	switch (ev->kind) {
+	case KSMU_UFFD_FAULT: {
+		bool zero = zap_has(ev->start);
+
+		/*
+		 * On failure (EAGAIN while an event is pending, EEXIST if the
+		 * page was mapped meanwhile) the thread was woken and faults
+		 * again if it must: the range stays in the set until a zero
+		 * page is really in place.
+		 */
+		if (ksmu_tracker_resolve_minor(&e->tracker, ev->start, zero) == 0 && zero)
+			ksmu_engine_zap_forget(ev->start, ev->start + KSMU_PAGE_SIZE);
+		__atomic_fetch_add(zero ? &e->dd.minor_zero : &e->dd.minor_store, 1,
+				   __ATOMIC_RELAXED);
+		return true; /* nothing to apply */
+	}
+	case KSMU_UFFD_REMOVE:
+		if (e->tracker.minor && __atomic_load_n(&e->ever_merged, __ATOMIC_ACQUIRE))
+			zap_add(ev->start, ev->end);
+		return false;
+	case KSMU_UFFD_UNMAP:
+		ksmu_engine_zap_forget(ev->start, ev->end);
+		return false;
+	default:
+		return false;
+	}
+}
 
 /*
  * The application's munmap()/mremap()/madvise() returns only once its event
  * has been *read*, so reading never waits for the engine lock (a scan batch
  * may hold it for milliseconds): events are read into a queue as they come
  * and applied, in order, whenever the lock is free (trylock, retried every
- * millisecond).  Only a full queue makes the reader wait for the lock.
+ * millisecond).  Faults (MINOR, on store mappings) are answered at once.
+ * The reader never blocks on the engine lock: the thread holding it may be
+ * waiting for a fault answer.  If the queue overflows, the events are
+ * dropped and every record is forgotten instead (records are re-made on
+ * the next pass; store references of unmapped ranges leak).
  */
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
-	struct pollfd pfd = { .fd = e->tracker.fd, .events = POLLIN };
+	struct pollfd pfd = {.fd = e->tracker.fd, .events = POLLIN};
 	static struct ksmu_uffd_event q[EVENT_QUEUE];
+	struct ksmu_uffd_event in[16];
 	size_t n = 0, i;
+	bool lost = false;
 
 	for (;;) {
-		int r;
+		int r, j;
 
-		if (poll(&pfd, 1, n ? 1 : -1) < 0 && errno != EINTR) {
+		if (poll(&pfd, 1, (n || lost) ? 1 : -1) < 0 && errno != EINTR) {
 			pr_err("event reader: poll failed: %s", strerror(errno));
 			return NULL;
 		}
 		/* Read first, without the lock: that is what lets the caller go. */
-		while (n < EVENT_QUEUE) {
-			r = ksmu_tracker_read_events(&e->tracker, q + n, EVENT_QUEUE - n);
+		for (;;) {
+			r = ksmu_tracker_read_events(&e->tracker, in, KSMU_ARRAY_SIZE(in));
 			if (r <= 0)
 				break;
-			n += (size_t)r;
+			for (j = 0; j < r; j++) {
+				if (event_now(e, &in[j]))
+					continue;
+				if (n < EVENT_QUEUE)
+					q[n++] = in[j];
+				else
+					lost = true;
+			}
 		}
-		if (!n)
+		if (!n && !lost)
 			continue;
-		if (n < EVENT_QUEUE) {
-			if (pthread_mutex_trylock(&e->lock))
-				continue; /* busy: keep reading, apply later */
-		} else {
-			pthread_mutex_lock(&e->lock);
-		}
+		if (pthread_mutex_trylock(&e->lock))
+			continue; /* busy: keep reading, apply later */
 		for (i = 0; i < n; i++)
 			apply_event(e, &q[i]);
+		if (lost) {
+			pr_warn("event queue overflow: forgetting all records");
+			ksmu_scan_forget_all(e);
+			lost = false;
+		}
 		pthread_mutex_unlock(&e->lock);
 		n = 0;
 	}
@@ -714,6 +913,8 @@ static void atfork_prepare(void)
 
 static void atfork_parent(void)
 {
+	/* The child maps every store page that exists now: never free them. */
+	ksmu_dedup_fork(&engine, false);
 	pthread_mutex_unlock(&engine.lock);
 }
 
@@ -732,6 +933,7 @@ static void atfork_child(void)
 	 */
 	pthread_mutex_init(&e->lock, NULL);
 	init_wake(&e->wake);
+	ksmu_dedup_fork(e, true);
 	e->thread_running = false;
 	e->events_running = false;
 	e->need_child_restart = true;

@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dedup.h"
 #include "ksmu.h"
+#include "merge.h"
 #include "pagemap.h"
 #include "region.h"
 #include "rmap.h"
@@ -21,6 +23,7 @@
 /**
  * struct ksmu_knobs - the tunables, with /sys/kernel/mm/ksm names.
  * @dirty_tracker: ksmu knob, enum ksmu_dirty_tracker requested (0: best)
+ * @dry_run:   ksmu knob: 1 = detect and estimate only (est_*), never merge
  */
 struct ksmu_knobs {
 	unsigned long run;
@@ -32,6 +35,7 @@ struct ksmu_knobs {
 	unsigned long stable_node_chains_prune_millisecs;
 	unsigned long smart_scan;
 	unsigned long dirty_tracker;
+	unsigned long dry_run;
 };
 
 /**
@@ -39,6 +43,9 @@ struct ksmu_knobs {
  * @rmap_items: items with KSMU_ITEM_HASHED (pages seen present and hashed)
  * @zero_items: items with KSMU_ITEM_ZERO
  * @uffd_events: remove/unmap/remap events applied, cumulative
+ * @mapped_items: items with KSMU_ITEM_MAPPED (hold a store reference)
+ * @merged_members: MAPPED members of stable nodes
+ * @zero_mapped: MAPPED zero pages (ksm_zero_pages)
  */
 struct ksmu_counters {
 	uint64_t pages_scanned;
@@ -52,6 +59,9 @@ struct ksmu_counters {
 	uint64_t rmap_items;
 	uint64_t zero_items;
 	uint64_t uffd_events;
+	uint64_t mapped_items;
+	uint64_t merged_members;
+	uint64_t zero_mapped;
 };
 
 #define KSMU_BATCH_PAGES 64
@@ -82,6 +92,18 @@ struct ksmu_counters {
  * @runs:        scratch for pagemap answers
  * @wruns:       scratch for written runs
  * @need_child_restart: set in a forked child until its thread is restarted
+ * @merger:      merge windows of the scanner (valid while @merger_state > 0)
+ * @merger_state: 0 not tried yet, 1 ready, -errno unavailable
+ * @merging_now: the region being scanned merges (ksmu_dedup_active())
+ * @stores:      every store of the engine (dedup.c)
+ * @cur_store:   where new store pages go (NULL: create one when needed)
+ * @zero_store:  store of the zero page (use_zero_pages), or NULL
+ * @zero_idx:    its page
+ * @vma_limit:   VMAs merging may take the process to (3/4 of vm.max_map_count)
+ * @vma_count:   VMAs of the process at the last count
+ * @vmas_since_count: VMAs merges may have added since (2 per merge)
+ * @dd:          merging counters (minor_* written by the reader, atomically)
+ * @ever_merged: a merge happened (atomic; tells the reader to keep REMOVE ranges)
  */
 struct ksmu_engine {
 	pthread_mutex_t lock;
@@ -112,20 +134,46 @@ struct ksmu_engine {
 	struct ksmu_pm_run *runs;
 	struct ksmu_pm_run *wruns;
 	bool need_child_restart;
+
+	struct ksmu_merger merger;
+	int merger_state;
+	bool merging_now;
+	struct ksmu_pstore *stores;
+	struct ksmu_pstore *cur_store;
+	struct ksmu_pstore *zero_store;
+	uint32_t zero_idx;
+	uint64_t vma_limit;
+	uint64_t vma_count;
+	uint64_t vmas_since_count;
+	struct ksmu_dedup_stats dd;
+	bool ever_merged;
 };
 
 /** The process's engine, initialised on first use; NULL if that failed. */
 struct ksmu_engine *ksmu_engine_get(void);
 
 /* scan.c */
+/** How the records of a range are forgotten. */
+enum ksmu_forget {
+	KSMU_FORGET_ABSENT,   /* seen not present: merged pages stay (a store mapping
+			       * need not be faulted in, e.g. in a forked child) */
+	KSMU_FORGET_ZAPPED,   /* MADV_DONTNEED: merged pages leave their nodes too */
+	KSMU_FORGET_UNMAPPED, /* range unmapped: store references are dropped */
+	KSMU_FORGET_MOVED,    /* range moved elsewhere: references leak (safe) */
+};
 /** Examine up to @budget present pages from the cursor on.  Return: pages examined or -errno. */
 long ksmu_scan_batch(struct ksmu_engine *e, size_t budget);
 /** Take every item of @r out of the trees and forget its state. */
-void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r);
+void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r, enum ksmu_forget how);
 /** Forget the records of [a, b) inside @r (the pages were zapped). */
-void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b);
+void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
+			    enum ksmu_forget how);
 /** Forget every item's state (tracker change): next visit re-hashes. */
 void ksmu_scan_forget_all(struct ksmu_engine *e);
+/** Take @it out of its tree, node or the zero set; a MAPPED item keeps its store reference. */
+void ksmu_scan_item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it);
+/** Forget @it's hash (it is re-read on its next visit); keeps MAPPED. */
+void ksmu_scan_item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it);
 /** Engine metadata in bytes (for general_profit). */
 uint64_t ksmu_scan_metadata_bytes(const struct ksmu_engine *e);
 
@@ -139,6 +187,8 @@ int ksmu_knob_get(struct ksmu_engine *e, const char *name, unsigned long *value)
 void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s);
 
 /* engine.c */
+/** Forget [start, end) in the set of dropped ranges (a merge re-maps it). */
+void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end);
 /** Switch the tracker for all regions (dirty_tracker knob); lock held. */
 int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode);
 

@@ -39,32 +39,38 @@ struct knob_desc {
 	bool busy_if_shared;
 };
 
-#define KNOB(n, r, busy) \
-	{ #n, r, offsetof(struct ksmu_knobs, n), offsetof(struct ksmu_stats, n), busy }
-#define STAT(n) { #n, RULE_RO, 0, offsetof(struct ksmu_stats, n), false }
+#define KNOB(n, r, busy)                                                                           \
+	{                                                                                          \
+#n, r, offsetof(struct ksmu_knobs, n), offsetof(struct ksmu_stats, n), busy        \
+	}
+#define STAT(n)                                                                                    \
+	{                                                                                          \
+#n, RULE_RO, 0, offsetof(struct ksmu_stats, n), false                              \
+	}
 
 static const struct knob_desc knob_table[] = {
-	KNOB(run, RULE_RUN, false),
-	KNOB(pages_to_scan, RULE_UINT, false),
-	KNOB(sleep_millisecs, RULE_UINT, false),
-	KNOB(max_page_sharing, RULE_MPS, true),
-	KNOB(merge_across_nodes, RULE_BOOL, true),
-	KNOB(use_zero_pages, RULE_BOOL, false),
-	KNOB(stable_node_chains_prune_millisecs, RULE_UINT, false),
-	KNOB(smart_scan, RULE_BOOL, false),
-	{ "dirty_tracker", RULE_TRACKER, offsetof(struct ksmu_knobs, dirty_tracker),
-	  offsetof(struct ksmu_stats, dirty_tracker), false },
-	STAT(pages_shared),
-	STAT(pages_sharing),
-	STAT(pages_unshared),
-	STAT(pages_volatile),
-	STAT(pages_scanned),
-	STAT(pages_skipped),
-	STAT(full_scans),
-	STAT(stable_node_chains),
-	STAT(stable_node_dups),
-	STAT(ksm_zero_pages),
-	STAT(general_profit),
+    KNOB(run, RULE_RUN, false),
+    KNOB(pages_to_scan, RULE_UINT, false),
+    KNOB(sleep_millisecs, RULE_UINT, false),
+    KNOB(max_page_sharing, RULE_MPS, true),
+    KNOB(merge_across_nodes, RULE_BOOL, true),
+    KNOB(use_zero_pages, RULE_BOOL, false),
+    KNOB(stable_node_chains_prune_millisecs, RULE_UINT, false),
+    KNOB(smart_scan, RULE_BOOL, false),
+    {"dirty_tracker", RULE_TRACKER, offsetof(struct ksmu_knobs, dirty_tracker),
+     offsetof(struct ksmu_stats, dirty_tracker), true},
+    KNOB(dry_run, RULE_BOOL, true),
+    STAT(pages_shared),
+    STAT(pages_sharing),
+    STAT(pages_unshared),
+    STAT(pages_volatile),
+    STAT(pages_scanned),
+    STAT(pages_skipped),
+    STAT(full_scans),
+    STAT(stable_node_chains),
+    STAT(stable_node_dups),
+    STAT(ksm_zero_pages),
+    STAT(general_profit),
 };
 
 void ksmu_knobs_default(struct ksmu_knobs *k)
@@ -79,13 +85,24 @@ void ksmu_knobs_default(struct ksmu_knobs *k)
 	k->stable_node_chains_prune_millisecs = 2000;
 	k->smart_scan = 1;
 	k->dirty_tracker = 0;
+	k->dry_run = 0;
 }
 
-/* Merged pages in use; release 0.1 detects only, so there are none yet. */
+/* Store references held: merged pages, zero pages and copies in store mappings. */
 static uint64_t pages_shared(const struct ksmu_engine *e)
 {
-	(void)e;
-	return 0;
+	return e->cnt.mapped_items;
+}
+
+/* Stable nodes whose page is merged (the zero page is not one). */
+static uint64_t merged_nodes(const struct ksmu_engine *e)
+{
+	const struct ksmu_pstore *ps;
+	uint64_t n = 0;
+
+	for (ps = e->stores; ps; ps = ps->next)
+		n += ps->nr_nodes;
+	return n - (e->zero_store ? 1 : 0);
 }
 
 static const struct knob_desc *find_knob(const char *name)
@@ -144,11 +161,21 @@ int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
 	if (d->rule == RULE_RUN && value == KSMU_RUN_UNMERGE) {
 		/*
 		 * As the kernel's unmerge_and_remove_all_rmap_items(): give back
-		 * every merged page (none exist in 0.1) and drop all tracking
-		 * state; run stays 2, which the scanner treats as stopped.
+		 * every merged page and drop all tracking state; run stays 2,
+		 * which the scanner treats as stopped.  Like the kernel, an
+		 * unmerge that fails leaves run at its old value and says why.
 		 */
+		struct ksmu_region *r;
+
+		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r)) {
+			ret = ksmu_dedup_unmerge_range(e, r, r->start, r->end, r->wp_tracked);
+			if (ret)
+				return ret;
+		}
 		ksmu_scan_forget_all(e);
 	}
+	if (d->rule == RULE_BOOL && d->knob_off == offsetof(struct ksmu_knobs, dry_run))
+		ksmu_scan_forget_all(e); /* detection records of the other mode go */
 	return 0;
 }
 
@@ -172,11 +199,15 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	uint64_t meta = ksmu_scan_metadata_bytes(e);
 	uint64_t est_shared = e->stable.nr_nodes;
 	uint64_t est_sharing = e->stable.nr_members - e->stable.nr_nodes;
+	uint64_t shared = merged_nodes(e);
+	uint64_t sharing = e->cnt.merged_members > shared ? e->cnt.merged_members - shared : 0;
+	uint64_t orphans = ksmu_dedup_orphan_pages(e);
+	uint64_t vmas = ksmu_dedup_vmas_added(e);
+	const struct ksmu_pstore *ps;
 
 	memset(s, 0, sizeof(*s));
-	/* Nothing is merged in release 0.1: the kernel's counters say so. */
-	s->pages_shared = pages_shared(e);
-	s->pages_sharing = 0;
+	s->pages_shared = shared;
+	s->pages_sharing = sharing;
 	s->pages_unshared = e->unstable.nr;
 	/* KSM: rmap_items - shared - sharing - unshared; pages found equal are not volatile. */
 	s->pages_volatile = c->rmap_items - e->stable.nr_members - e->unstable.nr - c->zero_items;
@@ -185,8 +216,15 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->full_scans = c->full_scans;
 	s->stable_node_chains = e->stable.nr_chains;
 	s->stable_node_dups = e->stable.nr_dups;
-	s->ksm_zero_pages = 0;
-	s->general_profit = -(int64_t)meta;
+	s->ksm_zero_pages = e->cnt.zero_mapped;
+	/*
+	 * Honest profit: pages freed by sharing, minus the zero page itself,
+	 * minus store pages kept only by copies, minus metadata and the kernel
+	 * memory of the VMAs merging added (192 bytes each).
+	 */
+	s->general_profit = (int64_t)((sharing + e->cnt.zero_mapped) * KSMU_PAGE_SIZE) -
+			    (int64_t)((orphans + (e->zero_store ? 1 : 0)) * KSMU_PAGE_SIZE) -
+			    (int64_t)meta - (int64_t)(vmas * 192);
 
 	s->run = e->knobs.run;
 	s->pages_to_scan = e->knobs.pages_to_scan;
@@ -214,4 +252,24 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->est_zero_pages = c->zero_items;
 	s->est_profit = (int64_t)((est_sharing + c->zero_items) * KSMU_PAGE_SIZE) - (int64_t)meta;
 	s->uffd_events = c->uffd_events;
+
+	s->dry_run = e->knobs.dry_run;
+	s->merging = !e->knobs.dry_run && e->tracker.minor && e->merger_state >= 0 &&
+		     e->tracker_mode == KSMU_TRACK_WP_ASYNC;
+	s->merges = e->dd.merges;
+	s->merge_busy = e->dd.busy;
+	s->merge_changed = e->dd.changed;
+	s->merge_failed = e->dd.failed;
+	s->merge_vma_limited = e->dd.vma_limited;
+	s->cow_breaks = e->dd.cow_breaks;
+	s->pages_unmerged = e->dd.unmerged;
+	s->unmerge_failed = e->dd.unmerge_failed;
+	s->minor_zero = __atomic_load_n(&e->dd.minor_zero, __ATOMIC_RELAXED);
+	s->minor_store = __atomic_load_n(&e->dd.minor_store, __ATOMIC_RELAXED);
+	for (ps = e->stores; ps; ps = ps->next)
+		s->store_pages += ps->s.nr_used;
+	s->store_orphans = orphans;
+	s->store_vmas = e->dd.store_vmas;
+	s->vmas_added = vmas;
+	s->vma_limit = e->vma_limit;
 }

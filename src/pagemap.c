@@ -103,15 +103,15 @@ static int scan_ioctl(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end, u
 {
 	struct page_region *vec = pm->vec;
 	struct pm_scan_arg arg = {
-		.size = sizeof(arg),
-		.flags = flags,
-		.start = start,
-		.end = end,
-		.vec = (uintptr_t)vec,
-		.vec_len = KSMU_MIN(max_runs, (size_t)KSMU_PM_VEC_LEN),
-		.max_pages = max_pages,
-		.category_mask = mask,
-		.return_mask = mask,
+	    .size = sizeof(arg),
+	    .flags = flags,
+	    .start = start,
+	    .end = end,
+	    .vec = (uintptr_t)vec,
+	    .vec_len = KSMU_MIN(max_runs, (size_t)KSMU_PM_VEC_LEN),
+	    .max_pages = max_pages,
+	    .category_mask = mask,
+	    .return_mask = mask,
 	};
 	long n;
 	long i;
@@ -134,7 +134,8 @@ static int pread_present(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
 	uintptr_t a = start;
 
 	while (a < end) {
-		size_t want = KSMU_MIN((size_t)((end - a) >> KSMU_PAGE_SHIFT), (size_t)PM_PREAD_ENTRIES);
+		size_t want =
+		    KSMU_MIN((size_t)((end - a) >> KSMU_PAGE_SHIFT), (size_t)PM_PREAD_ENTRIES);
 		off_t off = (off_t)((a >> KSMU_PAGE_SHIFT) * sizeof(uint64_t));
 		ssize_t got = pread(pm->fd, pm->pm_buf, want * sizeof(uint64_t), off);
 		size_t i, n;
@@ -195,6 +196,16 @@ int ksmu_pagemap_is_present(struct ksmu_pagemap *pm, uintptr_t addr)
 	return !!(e & KSMU_PM_PRESENT);
 }
 
+int ksmu_pagemap_maps_file(struct ksmu_pagemap *pm, uintptr_t addr)
+{
+	uint64_t e;
+	off_t off = (off_t)((addr >> KSMU_PAGE_SHIFT) * sizeof(uint64_t));
+
+	if (pread(pm->fd, &e, sizeof(e), off) != (ssize_t)sizeof(e))
+		return -EIO;
+	return (e & KSMU_PM_PRESENT) && (e & KSMU_PM_FILE);
+}
+
 #define MEMREAD_IOV 64
 
 long ksmu_mem_read(struct ksmu_pagemap *pm, const uintptr_t *addrs, size_t n, void *buf,
@@ -243,8 +254,8 @@ static bool eligible(const char *perms, unsigned long inode, const char *path)
 	return false; /* [vdso], [vvar], [vsyscall], deleted files, ... */
 }
 
-int ksmu_maps_walk(uintptr_t start, uintptr_t end,
-		   int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg)
+int ksmu_maps_walk(uintptr_t start, uintptr_t end, int (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
+		   void *arg)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[512];
@@ -282,7 +293,8 @@ int ksmu_maps_walk(uintptr_t start, uintptr_t end,
 			ret = -ENOMEM; /* hole before this mapping */
 		covered = KSMU_MAX(covered, (uintptr_t)hi);
 		if (eligible(perms, inode, path)) {
-			int r = fn(KSMU_MAX((uintptr_t)lo, start), KSMU_MIN((uintptr_t)hi, end), arg);
+			int r =
+			    fn(KSMU_MAX((uintptr_t)lo, start), KSMU_MIN((uintptr_t)hi, end), arg);
 
 			if (r) {
 				fclose(f);

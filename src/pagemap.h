@@ -62,6 +62,12 @@ int ksmu_pagemap_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
 int ksmu_pagemap_is_present(struct ksmu_pagemap *pm, uintptr_t addr);
 
 /**
+ * ksmu_pagemap_maps_file() - 1 if @addr maps a page-cache page (in a store
+ * mapping: the store page itself, not a private copy), 0 if not, -errno.
+ */
+int ksmu_pagemap_maps_file(struct ksmu_pagemap *pm, uintptr_t addr);
+
+/**
  * ksmu_mem_read() - copy pages of this process into @buf, never faulting.
  * @addrs: page addresses; @n of them; @buf: n * 4096 bytes
  * @ok:    per page, set to 1 if copied, 0 if the page could not be read
@@ -81,7 +87,7 @@ long ksmu_mem_read(struct ksmu_pagemap *pm, const uintptr_t *addrs, size_t n, vo
  * Return: 0; -ENOMEM if part of the range is not mapped (the mapped parts
  * were visited); or -errno.
  */
-int ksmu_maps_walk(uintptr_t start, uintptr_t end,
-		   int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg);
+int ksmu_maps_walk(uintptr_t start, uintptr_t end, int (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
+		   void *arg);
 
 #endif /* KSMU_PAGEMAP_H */

@@ -94,13 +94,14 @@ struct ksmu_chunk *ksmu_chunk_alloc(struct ksmu_arena *a, struct ksmu_region *re
 	c->base = base;
 	c->nr_items = nr_items;
 	c->nr_hashed = 0;
+	c->nr_mapped = 0;
 	a->nr_used++;
 	return c;
 }
 
 void ksmu_chunk_free(struct ksmu_arena *a, struct ksmu_chunk *c)
 {
-	KSMU_BUG_ON(c->nr_hashed != 0);
+	KSMU_BUG_ON(c->nr_hashed != 0 || c->nr_mapped != 0);
 	/* Drop the item pages; clear the header page by hand (it stays mapped). */
 	madvise((char *)c + KSMU_PAGE_SIZE, KSMU_CHUNK_BYTES - KSMU_PAGE_SIZE, MADV_DONTNEED);
 	memset(c, 0, KSMU_PAGE_SIZE);

@@ -16,13 +16,21 @@ struct ksmu_stable_node;
 struct ksmu_region;
 
 /* Low byte of ksmu_rmap_item.hash_flags. */
-#define KSMU_ITEM_HASHED 0x01u   /* key holds the hash of the content at the last read */
+#define KSMU_ITEM_HASHED 0x01u	 /* key holds the hash of the content at the last read */
 #define KSMU_ITEM_UNSTABLE 0x02u /* @node links the item into the unstable tree */
-#define KSMU_ITEM_STABLE 0x04u   /* @s: the item is a member of a stable node */
+#define KSMU_ITEM_STABLE 0x04u	 /* @s: the item is a member of a stable node */
 #define KSMU_ITEM_VOLATILE 0x08u /* content changed between the last two reads */
-#define KSMU_ITEM_ZERO 0x10u     /* all zero, counted as a zero page (use_zero_pages) */
-#define KSMU_ITEM_AGE_SHIFT 5    /* bits 5..7: smart_scan age, 0..7 */
-#define KSMU_ITEM_AGE_MASK (7u << KSMU_ITEM_AGE_SHIFT)
+#define KSMU_ITEM_ZERO 0x10u	 /* all zero, counted as a zero page (use_zero_pages) */
+#define KSMU_ITEM_AGE_SHIFT 5	 /* bits 5..6: smart_scan age, 0..3 */
+#define KSMU_ITEM_AGE_MAX 3u
+#define KSMU_ITEM_AGE_MASK (KSMU_ITEM_AGE_MAX << KSMU_ITEM_AGE_SHIFT)
+/*
+ * The page's address lies in a store mapping made by a merge (dedup.c): it
+ * maps a store page (a member of a stable node, or ZERO), or it is a private
+ * copy the kernel made on a write (then in no tree, and @s.next/@s.prev name
+ * the store page its VMA still maps: see dedup.c).  Never in the unstable tree.
+ */
+#define KSMU_ITEM_MAPPED 0x80u
 #define KSMU_ITEM_FLAGS_MASK 0xffu
 #define KSMU_ITEM_KEY_SHIFT 8
 
@@ -62,18 +70,23 @@ struct ksmu_rmap_item {
 /**
  * struct ksmu_chunk - header of a chunk of rmap items (slot 0 of the chunk).
  * @region:    region the items belong to, NULL while free
- * @base:      address of the page that items[0] tracks
+ * @base:      address of the page that items[0] tracks (while in use)
  * @nr_items:  items in use (pages covered)
  * @nr_hashed: items with KSMU_ITEM_HASHED; 0 lets the scanner skip a run of
  *             absent pages without touching (and so allocating) the items
+ * @nr_mapped: items with KSMU_ITEM_MAPPED (they hold store references
+ *             even when not hashed)
  * @next_free: next chunk on the arena's free list, while free
  */
 struct ksmu_chunk {
 	struct ksmu_region *region;
-	uintptr_t base;
+	union {
+		uintptr_t base;		      /* while in use */
+		struct ksmu_chunk *next_free; /* while free */
+	};
 	uint32_t nr_items;
 	uint32_t nr_hashed;
-	struct ksmu_chunk *next_free;
+	uint32_t nr_mapped;
 };
 
 static inline struct ksmu_rmap_item *ksmu_chunk_items(struct ksmu_chunk *c)
@@ -132,8 +145,9 @@ static inline unsigned int ksmu_item_age(const struct ksmu_rmap_item *it)
 
 static inline void ksmu_item_set_age(struct ksmu_rmap_item *it, unsigned int age)
 {
-	it->hash_flags = (it->hash_flags & ~(uint64_t)KSMU_ITEM_AGE_MASK) |
-			 ((uint64_t)(age > 7 ? 7 : age) << KSMU_ITEM_AGE_SHIFT);
+	it->hash_flags =
+	    (it->hash_flags & ~(uint64_t)KSMU_ITEM_AGE_MASK) |
+	    ((uint64_t)(age > KSMU_ITEM_AGE_MAX ? KSMU_ITEM_AGE_MAX : age) << KSMU_ITEM_AGE_SHIFT);
 }
 
 /**

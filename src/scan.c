@@ -42,7 +42,7 @@
  *       visited, which rebuilds exactly the part of the tree that changed.
  *
  *   smart_scan: in checksum mode (no tracker), a page that stayed unique and
- *   unchanged for several visits is re-hashed only every 2nd, 4th, then 8th
+ *   unchanged for several visits is re-hashed only every 2nd, then 4th
  *   pass (pages_skipped), as KSM's smart scan does.  Tracked pages need no
  *   such heuristic: unchanged pages are never re-hashed.
  *
@@ -111,13 +111,22 @@ static void item_set_hashed(struct ksmu_engine *e, struct ksmu_rmap_item *it, ui
 static void item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it);
 
 /*
- * A stable node whose members dropped to one saves nothing any more: give
- * the last page back to the unstable tree so that it can pair again.
+ * A stable node whose members dropped to one saves nothing any more.  In
+ * the detection-only mode the last page goes back to the unstable tree so
+ * that it can pair again.  A merged node stays while it has a member (its
+ * page is merged; new duplicates can join it) and goes with its last one.
  */
 static void settle_node(struct ksmu_engine *e, struct ksmu_stable_node *sn)
 {
 	struct ksmu_rmap_item *last;
 
+	if (sn->store) {
+		if (sn->nr_members)
+			return;
+		ksmu_dedup_node_gone(e, sn);
+		ksmu_stable_free(&e->stable, sn);
+		return;
+	}
 	if (sn->nr_members > 1)
 		return;
 	last = sn->members;
@@ -128,22 +137,40 @@ static void settle_node(struct ksmu_engine *e, struct ksmu_stable_node *sn)
 		ksmu_unstable_insert(&e->unstable, last);
 }
 
-/* Take @it out of whatever it is in; it keeps its hash. */
+/* Take @it out of whatever it is in; it keeps its hash and store reference. */
 static void item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it)
 {
 	unsigned int f = ksmu_item_flags(it);
 
-	if (f & KSMU_ITEM_UNSTABLE)
+	if (f & KSMU_ITEM_UNSTABLE) {
 		ksmu_unstable_erase(&e->unstable, it);
-	else if (f & KSMU_ITEM_STABLE)
-		settle_node(e, ksmu_stable_remove(&e->stable, it));
+	} else if (f & KSMU_ITEM_STABLE) {
+		struct ksmu_pstore *ps = it->s.stable->store;
+		uint32_t idx = it->s.stable->store_idx;
+		struct ksmu_stable_node *sn = ksmu_stable_remove(&e->stable, it);
+
+		if (f & KSMU_ITEM_MAPPED) {
+			ksmu_dedup_keep_ref(it, ps, idx);
+			e->cnt.merged_members--;
+		}
+		settle_node(e, sn);
+	}
 	if (f & KSMU_ITEM_ZERO) {
 		ksmu_item_clear_flags(it, KSMU_ITEM_ZERO);
 		e->cnt.zero_items--;
+		if (f & KSMU_ITEM_MAPPED) {
+			ksmu_dedup_keep_ref(it, e->zero_store, e->zero_idx);
+			e->cnt.zero_mapped--;
+		}
 	}
 }
 
-/* Forget everything about @it: the page is gone or no longer tracked. */
+void ksmu_scan_item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	item_detach(e, it);
+}
+
+/* Forget what is known of @it's content; a MAPPED item keeps its reference. */
 static void item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it)
 {
 	if (!(ksmu_item_flags(it) & KSMU_ITEM_HASHED))
@@ -151,7 +178,12 @@ static void item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it)
 	item_detach(e, it);
 	ksmu_item_chunk(it)->nr_hashed--;
 	e->cnt.rmap_items--;
-	it->hash_flags = 0;
+	it->hash_flags &= KSMU_ITEM_MAPPED;
+}
+
+void ksmu_scan_item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	item_forget(e, it);
 }
 
 /*
@@ -176,14 +208,58 @@ static bool same_content(struct ksmu_engine *e, uintptr_t addr, const void *page
 	return false;
 }
 
+/* Compare @page with the store page of merged node @sn (read into cand_buf). */
+static bool same_as_node(struct ksmu_engine *e, const struct ksmu_stable_node *sn, const void *page,
+			 uint64_t key)
+{
+	if (!sn->store) {
+		return sn->canonical && same_content(e, ksmu_item_addr(sn->canonical), page, key);
+	}
+	if (ksmu_dedup_read_node(e, sn, e->cand_buf))
+		return false;
+	e->cnt.pages_compared++;
+	if (ksmu_pages_equal(e->cand_buf, page))
+		return true;
+	if (ksmu_hash_to_key(ksmu_hash_page(e->cand_buf)) == key)
+		e->cnt.hash_collisions++;
+	return false;
+}
+
+/*
+ * A merge of @it did not happen (-errno @err): a page that changed is
+ * volatile; a pinned one too, so that it is tried again on its next visit
+ * if it did not change (kernel KSM retries pinned pages every pass as
+ * well); a page over the VMA budget waits in the unstable tree.
+ */
+static void merge_failed(struct ksmu_engine *e, struct ksmu_rmap_item *it, int err)
+{
+	if (err == -ENOSPC) {
+		ksmu_unstable_insert(&e->unstable, it);
+		return;
+	}
+	ksmu_item_set_flags(it, KSMU_ITEM_VOLATILE);
+	ksmu_item_set_age(it, 0);
+}
+
 /* KSM's cmp_and_merge_page() for a page in no tree, with content @page. */
 static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, const void *page,
 			   uint64_t key)
 {
 	struct ksmu_stable_node *sn, *full = NULL;
 	struct ksmu_rmap_item *cand;
+	bool merging = e->merging_now;
+	int err;
+
+	if (ksmu_item_flags(it) & KSMU_ITEM_MAPPED)
+		return; /* a private copy in a store mapping: cannot be merged again */
 
 	if (e->knobs.use_zero_pages && ksmu_page_is_zero(page)) {
+		if (merging) {
+			err = ksmu_dedup_join_zero(e, it);
+			if (err)
+				merge_failed(e, it, err == -ENOSPC ? -EAGAIN : err);
+			return;
+		}
 		ksmu_item_set_flags(it, KSMU_ITEM_ZERO);
 		e->cnt.zero_items++;
 		return;
@@ -192,7 +268,7 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 	for (sn = ksmu_stable_first(&e->stable, key); sn; sn = ksmu_stable_next_same(sn)) {
 		struct ksmu_stable_node *room;
 
-		if (!sn->canonical || !same_content(e, ksmu_item_addr(sn->canonical), page, key))
+		if (!same_as_node(e, sn, page, key))
 			continue;
 		/*
 		 * All nodes of a chain hold the same content (stable.c), so one
@@ -204,9 +280,22 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 		while (room->dup_prev)
 			room = room->dup_prev;
 		for (; room; room = room->dup_next)
-			if (room->canonical && room->nr_members < e->knobs.max_page_sharing)
+			if ((room->store || room->canonical) &&
+			    room->nr_members < e->knobs.max_page_sharing &&
+			    (!merging || room->store))
 				break;
 		if (room) {
+			if (merging) {
+				/* cand_buf holds the node's content, read from the store. */
+				if (room != sn && ksmu_dedup_read_node(e, room, e->cand_buf)) {
+					merge_failed(e, it, -EIO);
+					return;
+				}
+				err = ksmu_dedup_join(e, room, it, e->cand_buf);
+				if (err)
+					merge_failed(e, it, err);
+				return;
+			}
 			ksmu_stable_add(&e->stable, room, it);
 			ksmu_item_set_age(it, 0);
 			return;
@@ -217,8 +306,23 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 
 	for (cand = ksmu_unstable_first(&e->unstable, key); cand;
 	     cand = ksmu_unstable_next_same(cand)) {
+		int cand_err, it_err;
+
 		if (!same_content(e, ksmu_item_addr(cand), page, key))
 			continue;
+		if (merging) {
+			sn = ksmu_dedup_promote(e, cand, it, page, key, &cand_err, &it_err);
+			if (!sn) {
+				/* @cand left the unstable tree; it failed, @it did not try. */
+				merge_failed(e, cand, cand_err);
+				break;
+			}
+			if (it_err)
+				merge_failed(e, it, it_err);
+			if (full)
+				ksmu_stable_chain(&e->stable, full, sn);
+			return;
+		}
 		sn = ksmu_stable_new(&e->stable, key);
 		if (!sn)
 			break; /* out of memory: keep the page unshared */
@@ -282,7 +386,8 @@ static void flush_batch(struct ksmu_engine *e, struct ksmu_rmap_item **items, ui
 }
 
 /* Forget tracked pages in [a, b) of @r: they are not present any more. */
-static void forget_absent(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b)
+static void forget_absent(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
+			  enum ksmu_forget how)
 {
 	size_t idx = (a - r->start) >> KSMU_PAGE_SHIFT;
 	size_t end = (b - r->start) >> KSMU_PAGE_SHIFT;
@@ -291,10 +396,25 @@ static void forget_absent(struct ksmu_engine *e, struct ksmu_region *r, uintptr_
 		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
 		size_t chunk_end = KSMU_MIN(end, (idx / KSMU_CHUNK_ITEMS + 1) * KSMU_CHUNK_ITEMS);
 
-		if (c->nr_hashed) {
+		if (c->nr_hashed ||
+		    (how != KSMU_FORGET_ABSENT && how != KSMU_FORGET_ZAPPED && c->nr_mapped)) {
 			/* Only chunks with hashed items are read: others stay unallocated. */
-			for (; idx < chunk_end; idx++)
-				item_forget(e, ksmu_region_item(r, idx));
+			for (; idx < chunk_end; idx++) {
+				struct ksmu_rmap_item *it = ksmu_region_item(r, idx);
+
+				if (how == KSMU_FORGET_ABSENT &&
+				    (ksmu_item_flags(it) & KSMU_ITEM_MAPPED) &&
+				    (ksmu_item_flags(it) & (KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)))
+					continue;
+				item_forget(e, it);
+				if (how == KSMU_FORGET_UNMAPPED) {
+					item_detach(e, it);
+					ksmu_dedup_unmapped(e, it);
+				} else if (how == KSMU_FORGET_MOVED) {
+					item_detach(e, it);
+					ksmu_dedup_drop_moved(e, it);
+				}
+			}
 		}
 		idx = chunk_end;
 	}
@@ -365,9 +485,11 @@ static int rearm_cb(uintptr_t lo, uintptr_t hi, void *arg)
  */
 static void rearm_region(struct ksmu_engine *e, struct ksmu_region *r)
 {
-	struct rearm ra = { e, 0, false };
+	struct rearm ra = {e, 0, false};
 
 	ksmu_maps_walk(r->start, r->end, rearm_cb, &ra);
+	/* Store mappings made by merges are part of the region too. */
+	ra.covered += ksmu_dedup_rearm_stores(e, r->start, r->end);
 	if (ra.failed || ra.covered != r->end - r->start) {
 		r->wp_tracked = false;
 		pr_info("region %#lx-%#lx changed under the tracker; using checksums for it",
@@ -387,6 +509,7 @@ static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 	size_t nb = 0, examined = 0, i, w = 0;
 	uintptr_t pos = from;
 
+	e->merging_now = ksmu_dedup_active(e, r);
 	for (i = 0; i < nruns; i++) {
 		uintptr_t a = KSMU_MAX(e->runs[i].start, from);
 		uintptr_t b = KSMU_MIN(e->runs[i].end, to);
@@ -394,10 +517,10 @@ static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 		if (a >= b)
 			continue;
 		if (a > pos)
-			forget_absent(e, r, pos, a);
+			forget_absent(e, r, pos, a, KSMU_FORGET_ABSENT);
 		for (; a < b; a += KSMU_PAGE_SIZE) {
 			struct ksmu_rmap_item *it =
-				ksmu_region_item(r, (a - r->start) >> KSMU_PAGE_SHIFT);
+			    ksmu_region_item(r, (a - r->start) >> KSMU_PAGE_SHIFT);
 			unsigned int f = ksmu_item_flags(it);
 			bool written = true;
 
@@ -407,6 +530,20 @@ static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 				while (w < nw && e->wruns[w].end <= a)
 					w++;
 				written = w < nw && e->wruns[w].start <= a;
+			}
+			if (f & KSMU_ITEM_MAPPED) {
+				/*
+				 * A merged page reported written was copied by the
+				 * kernel (COW break), unless it still maps the store
+				 * page (a report without a write: new registration).
+				 * Copies cannot be merged again (dedup.c): skipped.
+				 */
+				if (written && (f & (KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)) &&
+				    ksmu_pagemap_maps_file(&e->pm, a) != 1) {
+					item_detach(e, it);
+					e->dd.cow_breaks++;
+				}
+				continue;
 			}
 			if ((f & KSMU_ITEM_HASHED) && !written) {
 				e->cnt.pages_clean++;
@@ -429,7 +566,7 @@ static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 	}
 	flush_batch(e, items, addrs, nb);
 	if (pos < to)
-		forget_absent(e, r, pos, to);
+		forget_absent(e, r, pos, to, KSMU_FORGET_ABSENT);
 	return examined;
 }
 
@@ -486,6 +623,7 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 			if (!e->cursor) {
 				/* A pass ends; a batch never runs across two passes. */
 				e->cnt.full_scans++;
+				ksmu_dedup_pass_end(e);
 				break;
 			}
 		}
@@ -494,14 +632,15 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 	return ret < 0 ? ret : (long)examined;
 }
 
-void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r)
+void ksmu_scan_forget_region(struct ksmu_engine *e, struct ksmu_region *r, enum ksmu_forget how)
 {
-	forget_absent(e, r, r->start, r->end);
+	forget_absent(e, r, r->start, r->end, how);
 }
 
-void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b)
+void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
+			    enum ksmu_forget how)
 {
-	forget_absent(e, r, KSMU_MAX(a, r->start), KSMU_MIN(b, r->end));
+	forget_absent(e, r, KSMU_MAX(a, r->start), KSMU_MIN(b, r->end), how);
 }
 
 void ksmu_scan_forget_all(struct ksmu_engine *e)
@@ -509,7 +648,7 @@ void ksmu_scan_forget_all(struct ksmu_engine *e)
 	struct ksmu_region *r;
 
 	for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))
-		ksmu_scan_forget_region(e, r);
+		ksmu_scan_forget_region(e, r, KSMU_FORGET_ABSENT);
 }
 
 uint64_t ksmu_scan_metadata_bytes(const struct ksmu_engine *e)
@@ -522,5 +661,6 @@ uint64_t ksmu_scan_metadata_bytes(const struct ksmu_engine *e)
 	b += e->stable.nr_nodes * sizeof(struct ksmu_stable_node);
 	b += (KSMU_BATCH_PAGES + 1) * KSMU_PAGE_SIZE;
 	b += 2 * SCAN_MAX_RUNS * sizeof(struct ksmu_pm_run);
+	b += ksmu_dedup_metadata_bytes(e);
 	return b;
 }

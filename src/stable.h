@@ -7,6 +7,8 @@
 
 #include "rmap.h"
 
+struct ksmu_pstore;
+
 /**
  * struct ksmu_stable_node - one distinct content shared by several pages.
  * @node:       link in the stable tree, ordered by (@key, node address)
@@ -18,6 +20,9 @@
  *              when one node reached max_page_sharing members (NULL: none)
  * @dup_prev:   previous node of that chain
  * @nr_members: length of @members
+ * @store:      when merging: the store holding the node's content (dedup.c);
+ *              NULL for a node of the detection-only mode
+ * @store_idx:  page of @store that every member maps
  */
 struct ksmu_stable_node {
 	struct ksmu_rb_node node;
@@ -27,6 +32,8 @@ struct ksmu_stable_node {
 	struct ksmu_stable_node *dup_next;
 	struct ksmu_stable_node *dup_prev;
 	uint32_t nr_members;
+	uint32_t store_idx;
+	struct ksmu_pstore *store;
 };
 
 /**

@@ -25,6 +25,15 @@
  *   been *read*, so events are only enabled while a reader thread exists
  *   (engine.c); reading is done without any lock.
  *
+ *   Merging (dedup.c) needs more of the same descriptor, so the engine
+ *   asks for it when it can have it: a descriptor opened WITHOUT
+ *   UFFD_USER_MODE_ONLY (faults the kernel takes on the process's behalf
+ *   wait too) with UFFD_FEATURE_MINOR_SHMEM.  Store mappings are then
+ *   registered WP | MINOR: WP (async) reports a copy-on-write break as a
+ *   write, MINOR turns an access to a store page whose PTE is empty (after
+ *   MADV_DONTNEED, or a swap-out) into a fault message that the reader
+ *   thread resolves (zeros after a DONTNEED, the store page otherwise).
+ *
  * LOCKING / THREADS
  *   Register/unregister are called with the engine lock held;
  *   ksmu_tracker_read_events() is called by the reader thread, lock-free.
@@ -36,6 +45,7 @@
  *   is not used.
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -45,17 +55,32 @@
 #include "util.h"
 
 #define TRACK_FEATURES (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
-#define EVENT_FEATURES (UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP)
+#define EVENT_FEATURES                                                                             \
+	(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP)
 
 int ksmu_tracker_open(struct ksmu_tracker *t, bool events)
 {
+	uint64_t want = TRACK_FEATURES | (events ? EVENT_FEATURES : 0);
 	uint64_t got = 0;
-	int fd;
+	int fd = -1;
 
 	t->fd = -1;
 	t->features = 0;
 	t->events = false;
-	fd = ksmu_probe_uffd_open(TRACK_FEATURES | (events ? EVENT_FEATURES : 0), &got);
+	t->minor = false;
+	/*
+	 * MINOR faults must be answered by a reader: only with events (which
+	 * imply a reader thread), and only on a descriptor that also catches
+	 * the kernel's own accesses (else read(2) into a zapped merged page
+	 * would fail with EFAULT instead of waiting for the answer).
+	 */
+	if (events) {
+		fd = ksmu_probe_uffd_open_kernel_faults(want | UFFD_FEATURE_MINOR_SHMEM, &got);
+		if (fd >= 0)
+			t->minor = true;
+	}
+	if (fd < 0)
+		fd = ksmu_probe_uffd_open(want, &got);
 	if (fd < 0)
 		return fd;
 	t->fd = fd;
@@ -80,7 +105,8 @@ int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev,
 		switch (m->event) {
 		case UFFD_EVENT_REMOVE:
 		case UFFD_EVENT_UNMAP:
-			ev[n].kind = m->event == UFFD_EVENT_REMOVE ? KSMU_UFFD_REMOVE : KSMU_UFFD_UNMAP;
+			ev[n].kind =
+			    m->event == UFFD_EVENT_REMOVE ? KSMU_UFFD_REMOVE : KSMU_UFFD_UNMAP;
 			ev[n].start = m->arg.remove.start;
 			ev[n].end = m->arg.remove.end;
 			ev[n].to = 0;
@@ -93,8 +119,16 @@ int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev,
 			ev[n].to = m->arg.remap.to;
 			n++;
 			break;
+		case UFFD_EVENT_PAGEFAULT:
+			/* Only MINOR ranges fault synchronously on this descriptor. */
+			ev[n].kind = KSMU_UFFD_FAULT;
+			ev[n].start = m->arg.pagefault.address & ~(uint64_t)(KSMU_PAGE_SIZE - 1);
+			ev[n].end = ev[n].start + KSMU_PAGE_SIZE;
+			ev[n].to = m->arg.pagefault.flags;
+			n++;
+			break;
 		default:
-			break; /* no fault messages: async WP, no MISSING ranges here */
+			break;
 		}
 	}
 	return (int)n;
@@ -107,7 +141,7 @@ void ksmu_tracker_close(struct ksmu_tracker *t)
 	t->fd = -1;
 }
 
-int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len)
+static int register_mode(struct ksmu_tracker *t, uintptr_t start, size_t len, uint64_t mode)
 {
 	struct uffdio_register reg;
 
@@ -116,15 +150,90 @@ int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len)
 	memset(&reg, 0, sizeof(reg));
 	reg.range.start = start;
 	reg.range.len = len;
-	reg.mode = UFFDIO_REGISTER_MODE_WP;
+	reg.mode = mode;
 	if (ioctl(t->fd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;
 	return 0;
 }
 
+int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len)
+{
+	return register_mode(t, start, len, UFFDIO_REGISTER_MODE_WP);
+}
+
+int ksmu_tracker_register_store(struct ksmu_tracker *t, uintptr_t start, size_t len)
+{
+	struct uffdio_writeprotect wp;
+	int ret, tries;
+
+	if (!t->minor)
+		return -EOPNOTSUPP;
+	ret = register_mode(t, start, len, UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR);
+	if (ret)
+		return ret;
+	/*
+	 * Protect now, so that the next pass reports exactly the pages written
+	 * (copied by the kernel) since the merge, not every fresh page.
+	 */
+	memset(&wp, 0, sizeof(wp));
+	wp.range.start = start;
+	wp.range.len = len;
+	wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+	/*
+	 * EAGAIN: an event (an application munmap, madvise...) is waiting to
+	 * be read; the reader thread reads it without any lock we hold.
+	 */
+	for (tries = 0; ioctl(t->fd, UFFDIO_WRITEPROTECT, &wp) < 0; tries++) {
+		if (errno != EAGAIN || tries >= 10000)
+			return -errno;
+		sched_yield();
+	}
+	return 0;
+}
+
+int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero)
+{
+	static const uint8_t zeros[KSMU_PAGE_SIZE] __attribute__((aligned(4096)));
+	int err;
+
+	if (zero) {
+		/*
+		 * MAP_PRIVATE shmem: UFFDIO_COPY installs a private anonymous
+		 * page, as the kernel's own COW would; the store is untouched.
+		 */
+		struct uffdio_copy cp;
+
+		memset(&cp, 0, sizeof(cp));
+		cp.dst = addr;
+		cp.src = (uintptr_t)zeros;
+		cp.len = KSMU_PAGE_SIZE;
+		if (ioctl(t->fd, UFFDIO_COPY, &cp) == 0)
+			return 0;
+	} else {
+		struct uffdio_continue co;
+
+		memset(&co, 0, sizeof(co));
+		co.range.start = addr;
+		co.range.len = KSMU_PAGE_SIZE;
+		if (ioctl(t->fd, UFFDIO_CONTINUE, &co) == 0)
+			return 0;
+	}
+	/*
+	 * EEXIST: somebody mapped the page meanwhile; ENOENT/EINVAL: the range
+	 * changed.  The faulting thread must retry in any case.
+	 */
+	err = -errno;
+	{
+		struct uffdio_range range = {.start = addr, .len = KSMU_PAGE_SIZE};
+
+		ioctl(t->fd, UFFDIO_WAKE, &range);
+	}
+	return err;
+}
+
 int ksmu_tracker_unregister(struct ksmu_tracker *t, uintptr_t start, size_t len)
 {
-	struct uffdio_range range = { .start = start, .len = len };
+	struct uffdio_range range = {.start = start, .len = len};
 
 	if (t->fd < 0)
 		return -EBADF;

@@ -21,6 +21,7 @@ struct ksmu_tracker {
 	int fd;
 	uint64_t features;
 	bool events;
+	bool minor;
 };
 
 /** What happened to registered memory (decoded from struct uffd_msg). */
@@ -28,6 +29,7 @@ enum ksmu_uffd_event_kind {
 	KSMU_UFFD_REMOVE = 1, /* MADV_DONTNEED / MADV_REMOVE: [start, end) zapped */
 	KSMU_UFFD_UNMAP,      /* munmap(): [start, end) gone */
 	KSMU_UFFD_REMAP,      /* mremap(): [start, end) moved to @to */
+	KSMU_UFFD_FAULT,      /* MINOR fault on the page at @start (@to: UFFD_PAGEFAULT_FLAG_*) */
 };
 
 struct ksmu_uffd_event {
@@ -51,6 +53,17 @@ int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev,
 void ksmu_tracker_close(struct ksmu_tracker *t);
 /** Register [start, start+len) for async write-protect.  Return: 0 or -errno. */
 int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len);
+/**
+ * ksmu_tracker_register_store() - register a store mapping WP | MINOR and
+ * write-protect it.  Return: 0; -EOPNOTSUPP without @minor; -errno.
+ */
+int ksmu_tracker_register_store(struct ksmu_tracker *t, uintptr_t start, size_t len);
+/**
+ * ksmu_tracker_resolve_minor() - answer a MINOR fault at @addr: a private
+ * page of zeros (@zero) or the store page itself (UFFDIO_CONTINUE); wakes
+ * the faulting thread.  Return: 0 or -errno (the thread is woken anyway).
+ */
+int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero);
 /** Unregister; pages keep their content.  Return: 0 or -errno. */
 int ksmu_tracker_unregister(struct ksmu_tracker *t, uintptr_t start, size_t len);
 

@@ -46,10 +46,22 @@ static inline int t_present(const void *p)
 	return !!(t_pm_entry(p) & KSMU_PM_PRESENT);
 }
 
+/* 1 if the 4096 bytes at @p are all zero. */
+static inline int t_page_is_zero(const void *p)
+{
+	const uint64_t *w = p;
+	size_t i;
+
+	for (i = 0; i < 4096 / sizeof(*w); i++)
+		if (w[i])
+			return 0;
+	return 1;
+}
+
 static inline void *t_map_anon(size_t pages)
 {
-	void *p = mmap(NULL, pages * T_PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
+	void *p =
+	    mmap(NULL, pages * T_PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (p == MAP_FAILED) {
 		perror("mmap");
@@ -117,7 +129,7 @@ static inline int t_maps_in(const void *lo_p, size_t len, int *memfd)
 static inline uint64_t t_store_pfn(int fd, size_t idx)
 {
 	volatile unsigned char *p =
-		mmap(NULL, T_PG, PROT_READ, MAP_SHARED, fd, (off_t)(idx * T_PG));
+	    mmap(NULL, T_PG, PROT_READ, MAP_SHARED, fd, (off_t)(idx * T_PG));
 	uint64_t pfn;
 
 	if (p == MAP_FAILED)

@@ -29,7 +29,7 @@ static struct ksmu_stats st(void)
 static void check_mix(const char *what, size_t pages, double dup, double zero, unsigned run_len,
 		      unsigned templates, int uzp, int split)
 {
-	struct ksmu_datagen_spec spec = { pages, templates, dup, zero, run_len, 1234 + pages };
+	struct ksmu_datagen_spec spec = {pages, templates, dup, zero, run_len, 1234 + pages};
 	struct ksmu_datagen_truth t;
 	size_t len = pages * PG, singles, want_shared, want_sharing, want_zero, bad = 0;
 	struct ksmu_stats s;
@@ -73,10 +73,9 @@ static void check_mix(const char *what, size_t pages, double dup, double zero, u
 	}
 	printf("   truth shared %zu sharing %zu zero %zu singles %zu | est shared %lu sharing %lu "
 	       "zero %lu unshared %lu volatile %lu\n",
-	       want_shared, want_sharing, want_zero, singles,
-	       (unsigned long)s.est_pages_shared, (unsigned long)s.est_pages_sharing,
-	       (unsigned long)s.est_zero_pages, (unsigned long)s.pages_unshared,
-	       (unsigned long)s.pages_volatile);
+	       want_shared, want_sharing, want_zero, singles, (unsigned long)s.est_pages_shared,
+	       (unsigned long)s.est_pages_sharing, (unsigned long)s.est_zero_pages,
+	       (unsigned long)s.pages_unshared, (unsigned long)s.pages_volatile);
 	CHECK("est_pages_shared", s.est_pages_shared == want_shared);
 	CHECK("est_pages_sharing", s.est_pages_sharing == want_sharing);
 	CHECK("est_zero_pages", s.est_zero_pages == want_zero);
@@ -85,15 +84,15 @@ static void check_mix(const char *what, size_t pages, double dup, double zero, u
 	CHECK("rmap_items", s.rmap_items == pages);
 	CHECK("no merge yet", s.pages_shared == 0 && s.pages_sharing == 0);
 	CHECK("est_profit", s.est_profit == (int64_t)((want_sharing + want_zero) * PG) -
-						    (int64_t)s.metadata_bytes);
+						(int64_t)s.metadata_bytes);
 	CHECK("general_profit", s.general_profit == -(int64_t)s.metadata_bytes);
 	CHECK_RET("data untouched", ksmu_datagen_verify(m, &spec, &bad), 0);
 
 	CHECK_RET("unregister", ksmu_unregister(m, len), 0);
 	s = st();
 	CHECK("all forgotten", s.rmap_items == 0 && s.pages_unshared == 0 &&
-				       s.est_pages_shared == 0 && s.est_pages_sharing == 0 &&
-				       s.est_zero_pages == 0 && s.regions == 0);
+				   s.est_pages_shared == 0 && s.est_pages_sharing == 0 &&
+				   s.est_zero_pages == 0 && s.regions == 0);
 	munmap(m, len);
 }
 
@@ -129,6 +128,8 @@ int main(void)
 {
 	/* Keep the background thread out: the test drives passes itself. */
 	CHECK_RET("run 0", ksmu_set_run(0), 0);
+	/* Detection and the estimate, exactly: merging is merge-scan.c's. */
+	CHECK_RET("dry run", ksmu_set_tunable("dry_run", 1), 0);
 	check_mix("standard mix, scattered", 8192, 0.5, 0.1, 0, 1024, 0, 0);
 	check_mix("standard mix, use_zero_pages", 8192, 0.5, 0.1, 0, 1024, 1, 0);
 	check_mix("runs of 16 (cloned images)", 8192, 0.6, 0.05, 16, 512, 0, 0);

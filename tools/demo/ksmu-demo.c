@@ -7,8 +7,8 @@
  * it with libksmu, runs one full scan in this thread and compares the
  * engine's dry-run estimate (est_pages_shared, est_pages_sharing, and
  * est_zero_pages with use_zero_pages=1) with the generator's exact answer
- * under the engine's max_page_sharing and use_zero_pages knobs.  It then re-reads every byte to prove that the
- * scan changed nothing, and shows the process's Rss/Pss before and after.
+ * under the engine's max_page_sharing and use_zero_pages knobs.  It then re-reads every byte to
+ * prove that the scan changed nothing, and shows the process's Rss/Pss before and after.
  *
  * Exit status: 0 the estimate matches and the data is intact; 1 mismatch,
  * changed data or a failing ksmu call; 2 bad command line.
@@ -98,8 +98,8 @@ static uint64_t parse_u64(const char *opt, const char *s, uint64_t min, uint64_t
 		goto bad;
 	return v;
 bad:
-	fprintf(stderr, "%s: %s wants an integer from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
-		prog, opt, min, max, s);
+	fprintf(stderr, "%s: %s wants an integer from %" PRIu64 " to %" PRIu64 ", not '%s'\n", prog,
+		opt, min, max, s);
 	exit(2);
 }
 
@@ -124,25 +124,40 @@ static double parse_frac(const char *opt, const char *s)
 
 static void parse_options(int argc, char **argv, struct options *o)
 {
-	enum { OPT_MIB = 256, OPT_TEMPLATES, OPT_DUP, OPT_ZERO, OPT_RUNS, OPT_SEED,
-	       OPT_PASSES, OPT_UZP, OPT_JSON };
+	enum {
+		OPT_MIB = 256,
+		OPT_TEMPLATES,
+		OPT_DUP,
+		OPT_ZERO,
+		OPT_RUNS,
+		OPT_SEED,
+		OPT_PASSES,
+		OPT_UZP,
+		OPT_JSON
+	};
 	static const struct option longopts[] = {
-		{ "mib", required_argument, NULL, OPT_MIB },
-		{ "templates", required_argument, NULL, OPT_TEMPLATES },
-		{ "dup", required_argument, NULL, OPT_DUP },
-		{ "zero", required_argument, NULL, OPT_ZERO },
-		{ "runs", required_argument, NULL, OPT_RUNS },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "passes", required_argument, NULL, OPT_PASSES },
-		{ "use-zero-pages", required_argument, NULL, OPT_UZP },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"mib", required_argument, NULL, OPT_MIB},
+	    {"templates", required_argument, NULL, OPT_TEMPLATES},
+	    {"dup", required_argument, NULL, OPT_DUP},
+	    {"zero", required_argument, NULL, OPT_ZERO},
+	    {"runs", required_argument, NULL, OPT_RUNS},
+	    {"seed", required_argument, NULL, OPT_SEED},
+	    {"passes", required_argument, NULL, OPT_PASSES},
+	    {"use-zero-pages", required_argument, NULL, OPT_UZP},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	int c;
 
-	*o = (struct options){ .mib = 256, .templates = 1024, .dup = 0.5, .zero = 0.1,
-			       .run_len = 0, .seed = 1, .passes = 1, .use_zero_pages = -1 };
+	*o = (struct options){.mib = 256,
+			      .templates = 1024,
+			      .dup = 0.5,
+			      .zero = 0.1,
+			      .run_len = 0,
+			      .seed = 1,
+			      .passes = 1,
+			      .use_zero_pages = -1};
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -197,7 +212,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 
 static void log_to_stderr(int level, const char *msg, void *arg)
 {
-	static const char *const names[] = { "error", "warning", "info", "debug" };
+	static const char *const names[] = {"error", "warning", "info", "debug"};
 
 	fprintf(stderr, "ksmu: %s: %s\n",
 		level >= 0 && level <= KSMU_LOG_DEBUG ? names[level] : "log", msg);
@@ -211,7 +226,7 @@ static void die_ksmu(const char *what, int ret)
 
 static struct mem_usage read_mem_usage(void)
 {
-	struct mem_usage u = { -1, -1 };
+	struct mem_usage u = {-1, -1};
 	char line[256];
 	FILE *f = fopen("/proc/self/smaps_rollup", "r");
 
@@ -289,12 +304,12 @@ int main(int argc, char **argv)
 
 	len = (size_t)o.mib << 20;
 	spec = (struct ksmu_datagen_spec){
-		.pages = len / PAGE_BYTES,
-		.templates = (unsigned)o.templates,
-		.dup_frac = o.dup,
-		.zero_frac = o.zero,
-		.run_len = (unsigned)o.run_len,
-		.seed = o.seed,
+	    .pages = len / PAGE_BYTES,
+	    .templates = (unsigned)o.templates,
+	    .dup_frac = o.dup,
+	    .zero_frac = o.zero,
+	    .run_len = (unsigned)o.run_len,
+	    .seed = o.seed,
 	};
 
 	ksmu_set_log(log_to_stderr, NULL, KSMU_LOG_WARN);
@@ -388,16 +403,17 @@ int main(int argc, char **argv)
 	if (o.json) {
 		printf("{\"mib\":%" PRIu64 ",\"pages\":%zu,\"seed\":%" PRIu64
 		       ",\"templates\":%" PRIu64 ",\"dup\":%g,\"zero\":%g,\"run_len\":%" PRIu64
-		       ",\"passes\":%" PRIu64 ",\"use_zero_pages\":%d,\"max_page_sharing\":%" PRIu64 ","
+		       ",\"passes\":%" PRIu64 ",\"use_zero_pages\":%d,\"max_page_sharing\":%" PRIu64
+		       ","
 		       "\"truth\":{\"dup_pages\":%zu,\"zero_pages\":%zu,\"unique_pages\":%zu,"
 		       "\"templates_present\":%zu,\"templates_shared\":%zu,"
 		       "\"pages_shared\":%zu,\"pages_sharing\":%zu,\"pages_shared_uzp\":%zu,"
 		       "\"pages_sharing_uzp\":%zu,\"zero_pages_uzp\":%zu},",
 		       o.mib, spec.pages, o.seed, o.templates, o.dup, o.zero, o.run_len, o.passes,
-		       uzp ? 1 : 0, s1.max_page_sharing, truth.dup_pages, truth.zero_pages, truth.unique_pages,
-		       truth.templates_present, truth.templates_shared, truth.pages_shared,
-		       truth.pages_sharing, truth.pages_shared_uzp, truth.pages_sharing_uzp,
-		       truth.zero_pages_uzp);
+		       uzp ? 1 : 0, s1.max_page_sharing, truth.dup_pages, truth.zero_pages,
+		       truth.unique_pages, truth.templates_present, truth.templates_shared,
+		       truth.pages_shared, truth.pages_sharing, truth.pages_shared_uzp,
+		       truth.pages_sharing_uzp, truth.zero_pages_uzp);
 		printf("\"expect\":{\"pages_shared\":%zu,\"pages_sharing\":%zu,"
 		       "\"pages_unshared\":%zu,\"zero_pages\":%zu,\"stable_node_chains\":%zu,"
 		       "\"stable_node_dups\":%zu},",
@@ -416,9 +432,10 @@ int main(int argc, char **argv)
 		       ",\"scan_wall_ns\":%" PRIu64 ",\"pages_per_cpu_sec\":%" PRIu64 "},",
 		       s1.est_pages_shared, s1.est_pages_sharing, s1.est_zero_pages, s1.est_profit,
 		       s1.pages_shared, s1.pages_sharing, s1.pages_unshared, s1.pages_volatile,
-		       s1.stable_node_chains, s1.stable_node_dups, s1.full_scans, s1.pages_scanned, s1.pages_hashed, s1.pages_compared,
-		       s1.hash_collisions, s1.rmap_items, s1.rmap_item_size, s1.metadata_bytes,
-		       tracker_name(s1.dirty_tracker), scan_ns, wall1 - wall0, pps);
+		       s1.stable_node_chains, s1.stable_node_dups, s1.full_scans, s1.pages_scanned,
+		       s1.pages_hashed, s1.pages_compared, s1.hash_collisions, s1.rmap_items,
+		       s1.rmap_item_size, s1.metadata_bytes, tracker_name(s1.dirty_tracker),
+		       scan_ns, wall1 - wall0, pps);
 		printf("\"rss_kb_before\":%lld,\"rss_kb_after\":%lld,\"pss_kb_before\":%lld,"
 		       "\"pss_kb_after\":%lld,\"fill_ns\":%" PRIu64 ",\"data_ok\":%s,"
 		       "\"match\":%s}\n",
@@ -461,13 +478,20 @@ int main(int argc, char **argv)
 		       s1.pages_unshared, ex.pages_unshared, s1.pages_volatile,
 		       s1.stable_node_chains, ex.stable_node_chains, s1.stable_node_dups,
 		       ex.stable_node_dups);
-		printf("             merged so far: pages_shared %" PRIu64 ", pages_sharing %" PRIu64
-		       "\n",
-		       s1.pages_shared, s1.pages_sharing);
+		printf("merged     : pages_shared %" PRIu64 ", pages_sharing %" PRIu64
+		       ", ksm_zero_pages %" PRIu64 ", general_profit %.1f MiB%s\n",
+		       s1.pages_shared, s1.pages_sharing, s1.ksm_zero_pages,
+		       s1.general_profit / MIB,
+		       s1.merging ? "" : " (merging unavailable: detection only)");
+		printf("             %" PRIu64 " merges, %" PRIu64 " pinned/shared, %" PRIu64
+		       " changed, %" PRIu64 " failed, %" PRIu64 " over the VMA budget; %" PRIu64
+		       " store pages, %" PRIu64 " store mappings (budget %" PRIu64 " VMAs)\n",
+		       s1.merges, s1.merge_busy, s1.merge_changed, s1.merge_failed,
+		       s1.merge_vma_limited, s1.store_pages, s1.store_vmas, s1.vma_limit);
 		printf("scan       : %" PRIu64 " full scan(s), %" PRIu64 " pages scanned, %" PRIu64
 		       " hashed, %.3f s CPU (%.3f s wall), %.0f pages/s per CPU\n",
-		       s1.full_scans, scanned, hashed, scan_ns / 1e9,
-		       (wall1 - wall0) / 1e9, (double)pps);
+		       s1.full_scans, scanned, hashed, scan_ns / 1e9, (wall1 - wall0) / 1e9,
+		       (double)pps);
 		printf("metadata   : %" PRIu64 " rmap items x %" PRIu64 " B, %.2f MiB in all"
 		       " (%.2f %% of the region), dirty tracker %s\n",
 		       s1.rmap_items, s1.rmap_item_size, s1.metadata_bytes / MIB,
@@ -486,7 +510,8 @@ int main(int argc, char **argv)
 		if (data_ok)
 			printf("data       : unchanged, all %zu pages verified\n", spec.pages);
 		else if (verify_ret == -EBADMSG)
-			printf("data       : CHANGED, page %zu (at %p) differs from what was written\n",
+			printf("data       : CHANGED, page %zu (at %p) differs from what was "
+			       "written\n",
 			       first_bad, (void *)((char *)mem + first_bad * PAGE_BYTES));
 		else
 			printf("data       : could not verify: %s\n", strerror(-verify_ret));

@@ -1,0 +1,710 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dedup.c - merging for the scanner: stores, their reference counts, and
+ * the steps that turn a duplicate found by scan.c into one store page
+ * mapped MAP_PRIVATE at every address that holds that content.
+ *
+ * DESIGN
+ *   A stable node (stable.c) is one store page: @store, @store_idx.  Every
+ *   member maps it (KSMU_ITEM_MAPPED).  A duplicate joins a node through a
+ *   merge window (merge.c: pin check, full comparison of the detached page,
+ *   mmap of the store page); a pair found in the unstable tree becomes a new
+ *   node whose store page is allocated and written first.  The content of a
+ *   node is read from its store page, which never changes (store.c), so a
+ *   node stays valid whatever its members do.
+ *
+ *   Userfaultfd registrations.  A range is registered with one uffd only.
+ *   The scanner's tracker (uffd.c) holds registered anonymous memory in
+ *   async WP mode; the merger's own uffd needs the page in MISSING mode for
+ *   the window.  A join therefore unregisters the page from the tracker,
+ *   runs the window on the merger's uffd (which reports no events, so our
+ *   own mmap over the page is not mistaken for an application munmap), and
+ *   then registers the new store mapping with the tracker in WP | MINOR
+ *   mode (or the anonymous page in WP mode again if the merge did not
+ *   happen).  A write to the page between the two registrations is caught
+ *   by the window's comparison; a write after a failed window is reported
+ *   as "written" at the next visit (the page lost its WP bit), which only
+ *   costs a re-hash.
+ *
+ *   Copy-on-write.  A write to a merged page makes the kernel copy it (15 us,
+ *   KSM's cost).  The copy is a private anonymous page inside the store VMA;
+ *   PAGEMAP_SCAN reports it as written, and the scanner takes the page out
+ *   of its node (cow_breaks).  Such a page cannot be detached pin-safely
+ *   (UFFDIO_MOVE refuses file VMAs), so it is not merged again (policy
+ *   "kernel COW"; docs/design-merging.md).
+ *
+ *   Reference counts.  A store page may be freed (hole-punched) and its
+ *   index reused only when no address of any process can fault it in any
+ *   more.  An address in a store VMA can, even after a COW break (after an
+ *   MADV_DONTNEED the VMA maps the file offset again), so refs[] counts
+ *   every address whose VMA maps the page: members, zero pages, and copies.
+ *   A reference is dropped when the address stops mapping the file: unmerge
+ *   (anonymous memory mremap()ed over it) or munmap (UFFD_EVENT_UNMAP).
+ *   Where the engine loses track (mremap() of a store mapping, a region
+ *   dropped without an event), references are leaked, never dropped early:
+ *   a leak costs a page, an early free would corrupt memory.
+ *
+ *   fork().  The child maps every store page of the parent.  From the fork
+ *   on, neither process may free or reuse any page of the stores that exist
+ *   (retired); new merges go to a new store.  A retired store is closed when
+ *   its last reference in this process goes; the kernel frees its memory
+ *   when the last mapping in any process goes.
+ *
+ *   VMA budget.  A merged page in the middle of an anonymous VMA costs two
+ *   VMAs (adjacent pages of adjacent store pages share one).  The engine
+ *   never lets merging take the process past 3/4 of vm.max_map_count: it
+ *   counts the VMAs of the process at the end of each pass and adds 2 per
+ *   merge in between (an upper bound); merges over budget are skipped
+ *   (vma_limited) and the pages stay as they are.
+ *
+ * INVARIANTS
+ *   - refs[i] == number of MAPPED items naming page i (as members of the
+ *     node of page i, as zero pages of the zero page i, or through the
+ *     private reference of a copied page); a page is allocated while
+ *     refs[i] > 0 or a node names it.
+ *   - A retired store never frees or allocates.
+ *   - A MAPPED item is never in the unstable tree.
+ *
+ * LOCKING / THREADS
+ *   Engine lock held, scanner thread or API caller.  The merge windows
+ *   block application threads that touch the page for ~20-100 us.
+ *
+ * KERNEL REQUIREMENTS
+ *   merge.c (UFFDIO_MOVE, 6.8) and uffd.c's tracker with MINOR_SHMEM and
+ *   without USER_MODE_ONLY (root, or vm.unprivileged_userfaultfd=1).
+ *   Without them the engine detects and estimates only.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LOG_PREFIX "dedup: "
+#include "engine.h"
+#include "log.h"
+
+/* A store may grow to 1 TiB of file (costs nothing until written). */
+#define STORE_MAX_PAGES (1UL << 28)
+
+static const uint8_t zero_page[KSMU_PAGE_SIZE] __attribute__((aligned(KSMU_PAGE_SIZE)));
+
+/* ------------------------------------------------------------ set-up */
+
+static int merger_ready(struct ksmu_engine *e)
+{
+	int ret;
+
+	if (e->merger_state > 0)
+		return 0;
+	if (e->merger_state < 0)
+		return e->merger_state;
+	ret = ksmu_merger_init(&e->merger);
+	if (ret) {
+		pr_info("merging unavailable (%s): detecting only", strerror(-ret));
+		e->merger_state = ret;
+		return ret;
+	}
+	e->merger_state = 1;
+	return 0;
+}
+
+bool ksmu_dedup_active(struct ksmu_engine *e, const struct ksmu_region *r)
+{
+	return !e->knobs.dry_run && r->wp_tracked && e->tracker.minor &&
+	       e->tracker_mode == KSMU_TRACK_WP_ASYNC && merger_ready(e) == 0;
+}
+
+/* ------------------------------------------------------------ stores */
+
+static int refs_reserve(struct ksmu_pstore *ps, size_t idx)
+{
+	size_t n = ps->refs_len ? ps->refs_len : 1024;
+	uint32_t *p;
+
+	if (idx < ps->refs_len)
+		return 0;
+	while (n <= idx)
+		n *= 2;
+	p = realloc(ps->refs, n * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	memset(p + ps->refs_len, 0, (n - ps->refs_len) * sizeof(*p));
+	ps->refs = p;
+	ps->refs_len = n;
+	return 0;
+}
+
+static struct ksmu_pstore *current_store(struct ksmu_engine *e)
+{
+	struct ksmu_pstore *ps;
+
+	if (e->cur_store)
+		return e->cur_store;
+	ps = calloc(1, sizeof(*ps));
+	if (!ps)
+		return NULL;
+	if (ksmu_store_init(&ps->s, STORE_MAX_PAGES)) {
+		free(ps);
+		return NULL;
+	}
+	ps->next = e->stores;
+	e->stores = ps;
+	e->cur_store = ps;
+	return ps;
+}
+
+static void store_release(struct ksmu_engine *e, struct ksmu_pstore *ps)
+{
+	struct ksmu_pstore **pp;
+
+	for (pp = &e->stores; *pp; pp = &(*pp)->next) {
+		if (*pp == ps) {
+			*pp = ps->next;
+			break;
+		}
+	}
+	if (e->cur_store == ps)
+		e->cur_store = NULL;
+	if (e->zero_store == ps)
+		e->zero_store = NULL;
+	ksmu_store_destroy(&ps->s);
+	free(ps->refs);
+	free(ps);
+}
+
+static void ref_get(struct ksmu_pstore *ps, uint32_t idx)
+{
+	KSMU_BUG_ON(idx >= ps->refs_len);
+	ps->refs[idx]++;
+	ps->nr_refs++;
+}
+
+/*
+ * A page without references and without a node may go.  Nodes hold no
+ * reference of their own: a node is freed when its last member leaves
+ * (ksmu_dedup_node_gone()), and its page goes with the last reference.
+ */
+static void ref_put(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx, bool node_alive)
+{
+	KSMU_BUG_ON(idx >= ps->refs_len || !ps->refs[idx]);
+	ps->refs[idx]--;
+	ps->nr_refs--;
+	if (ps->refs[idx] || node_alive)
+		return;
+	if (ps->retired) {
+		if (!ps->nr_refs && !ps->nr_nodes)
+			store_release(e, ps);
+		return;
+	}
+	if (e->zero_store == ps && e->zero_idx == idx)
+		return; /* kept for the next zero page */
+	ksmu_store_free_run(&ps->s, idx, 1);
+}
+
+void ksmu_dedup_node_gone(struct ksmu_engine *e, struct ksmu_stable_node *sn)
+{
+	struct ksmu_pstore *ps = sn->store;
+
+	if (!ps)
+		return;
+	ps->nr_nodes--;
+	sn->store = NULL;
+	if (ps->refs[sn->store_idx])
+		return; /* copies still map it: freed with their last reference */
+	if (ps->retired) {
+		if (!ps->nr_refs && !ps->nr_nodes)
+			store_release(e, ps);
+		return;
+	}
+	ksmu_store_free_run(&ps->s, sn->store_idx, 1);
+}
+
+int ksmu_dedup_read_node(struct ksmu_engine *e, const struct ksmu_stable_node *sn, void *buf)
+{
+	(void)e;
+	return ksmu_store_read(&sn->store->s, sn->store_idx, buf);
+}
+
+/* ------------------------------------------------------------ items */
+
+static void mark_mapped(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	ksmu_item_set_flags(it, KSMU_ITEM_MAPPED);
+	ksmu_item_chunk(it)->nr_mapped++;
+	e->cnt.mapped_items++;
+}
+
+static void unmark_mapped(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	ksmu_item_clear_flags(it, KSMU_ITEM_MAPPED);
+	ksmu_item_chunk(it)->nr_mapped--;
+	e->cnt.mapped_items--;
+	it->s.next = NULL;
+	it->s.prev = NULL;
+}
+
+void ksmu_dedup_drop_moved(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	if (ksmu_item_flags(it) & KSMU_ITEM_MAPPED)
+		unmark_mapped(e, it); /* the reference leaks with the moved VMA */
+}
+
+/*
+ * A MAPPED item in no node (a copy, or a zapped page) names its store page
+ * in the otherwise unused tree links: s.stable is NULL, s.next the store,
+ * s.prev the page index.
+ */
+void ksmu_dedup_keep_ref(struct ksmu_rmap_item *it, struct ksmu_pstore *ps, uint32_t idx)
+{
+	it->s.stable = NULL;
+	it->s.next = (struct ksmu_rmap_item *)(void *)ps;
+	it->s.prev = (struct ksmu_rmap_item *)(uintptr_t)idx;
+}
+
+void ksmu_dedup_unmapped(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	struct ksmu_pstore *ps;
+	uint32_t idx;
+
+	if (!(ksmu_item_flags(it) & KSMU_ITEM_MAPPED))
+		return;
+	/* Callers take the item out of its node (or the zero set) first. */
+	KSMU_BUG_ON(ksmu_item_flags(it) & (KSMU_ITEM_STABLE | KSMU_ITEM_ZERO));
+	ps = (struct ksmu_pstore *)(void *)it->s.next;
+	idx = (uint32_t)(uintptr_t)it->s.prev;
+	unmark_mapped(e, it);
+	ref_put(e, ps, idx, false);
+}
+
+/* ------------------------------------------------------------ VMA budget */
+
+static long read_long(const char *path)
+{
+	char buf[32];
+	long v = -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n > 0) {
+		buf[n] = 0;
+		v = strtol(buf, NULL, 10);
+	}
+	return v;
+}
+
+/* Count the VMAs of the process, and those of them that are store mappings. */
+static void count_vmas(uint64_t *all, uint64_t *stores)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	*all = 0;
+	*stores = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		size_t len = strlen(line);
+
+		if (len && line[len - 1] == '\n')
+			++*all;
+		else
+			continue; /* a long line: counted at its end */
+		if (strstr(line, "/memfd:ksmu-store"))
+			++*stores;
+	}
+	fclose(f);
+}
+
+void ksmu_dedup_pass_end(struct ksmu_engine *e)
+{
+	uint64_t all, stores;
+	long max;
+
+	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
+		return; /* nothing merged: nothing to count */
+	count_vmas(&all, &stores);
+	max = read_long("/proc/sys/vm/max_map_count");
+	e->vma_limit = max > 0 ? (uint64_t)max * 3 / 4 : 65530 * 3 / 4;
+	e->vma_count = all;
+	e->vmas_since_count = 0;
+	e->dd.store_vmas = stores;
+}
+
+uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e)
+{
+	return 2 * e->dd.store_vmas + e->vmas_since_count;
+}
+
+static bool vma_budget_ok(struct ksmu_engine *e)
+{
+	if (!e->vma_limit)
+		ksmu_dedup_pass_end(e);
+	if (e->vma_count + e->vmas_since_count + 2 <= e->vma_limit)
+		return true;
+	/* Re-count once before saying no: unmerges and munmaps give VMAs back. */
+	if (e->vmas_since_count) {
+		ksmu_dedup_pass_end(e);
+		if (e->vma_count + 2 <= e->vma_limit)
+			return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------ merging */
+
+/*
+ * Merge the page at @addr onto page @idx of @ps (content @expected) in a
+ * window on the merger's uffd; see the DESIGN for the registrations.
+ */
+static int merge_one(struct ksmu_engine *e, uintptr_t addr, struct ksmu_pstore *ps, uint32_t idx,
+		     const void *expected)
+{
+	int err, rerr;
+
+	if (!vma_budget_ok(e)) {
+		e->dd.vma_limited++;
+		return -ENOSPC;
+	}
+	err = ksmu_tracker_unregister(&e->tracker, addr, KSMU_PAGE_SIZE);
+	if (err) {
+		e->dd.failed++;
+		return err;
+	}
+	err = ksmu_merge_page(&e->merger, addr, ps->s.fd, idx, expected);
+	if (err) {
+		/*
+		 * Not merged: track the page again, as a store mapping if it is
+		 * one (a page the engine lost track of; MINOR fails on anonymous
+		 * memory), else as the anonymous page it still is.
+		 */
+		rerr = -EINVAL;
+		if (err == -EINVAL)
+			rerr = ksmu_tracker_register_store(&e->tracker, addr, KSMU_PAGE_SIZE);
+		if (rerr)
+			rerr = ksmu_tracker_register(&e->tracker, addr, KSMU_PAGE_SIZE);
+		if (rerr)
+			pr_debug("re-arming %#lx: %s", (unsigned long)addr, strerror(-rerr));
+		if (err == -EBUSY)
+			e->dd.busy++;
+		else if (err == -EAGAIN)
+			e->dd.changed++;
+		else
+			e->dd.failed++;
+		return err;
+	}
+	e->vmas_since_count += 2;
+	e->dd.merges++;
+	__atomic_store_n(&e->ever_merged, true, __ATOMIC_RELEASE);
+	ksmu_engine_zap_forget(addr, addr + KSMU_PAGE_SIZE);
+	rerr = ksmu_tracker_register_store(&e->tracker, addr, KSMU_PAGE_SIZE);
+	if (rerr)
+		pr_warn("store mapping %#lx not tracked: %s", (unsigned long)addr, strerror(-rerr));
+	return 0;
+}
+
+int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it,
+		    const void *expected)
+{
+	int err = merge_one(e, ksmu_item_addr(it), sn->store, sn->store_idx, expected);
+
+	if (err)
+		return err;
+	ref_get(sn->store, sn->store_idx);
+	ksmu_stable_add(&e->stable, sn, it);
+	ksmu_item_set_age(it, 0);
+	mark_mapped(e, it);
+	e->cnt.merged_members++;
+	return 0;
+}
+
+struct ksmu_stable_node *ksmu_dedup_promote(struct ksmu_engine *e, struct ksmu_rmap_item *cand,
+					    struct ksmu_rmap_item *it, const void *page,
+					    uint64_t key, int *cand_err, int *it_err)
+{
+	struct ksmu_pstore *ps = current_store(e);
+	struct ksmu_stable_node *sn;
+	size_t idx;
+	int err;
+
+	*cand_err = 0;
+	*it_err = 0;
+	if (!ps) {
+		*cand_err = -ENOMEM;
+		return NULL;
+	}
+	err = ksmu_store_alloc_run(&ps->s, 1, page, &idx);
+	if (!err)
+		err = refs_reserve(ps, idx);
+	if (err) {
+		*cand_err = err;
+		return NULL;
+	}
+	sn = ksmu_stable_new(&e->stable, key);
+	if (!sn) {
+		ksmu_store_free_run(&ps->s, idx, 1);
+		*cand_err = -ENOMEM;
+		return NULL;
+	}
+	sn->store = ps;
+	sn->store_idx = (uint32_t)idx;
+	ps->nr_nodes++;
+
+	ksmu_unstable_erase(&e->unstable, cand);
+	err = ksmu_dedup_join(e, sn, cand, page);
+	if (err) {
+		/* Nobody maps the new page: give it back (and the node). */
+		ksmu_dedup_node_gone(e, sn);
+		ksmu_stable_free(&e->stable, sn);
+		*cand_err = err;
+		return NULL;
+	}
+	*it_err = ksmu_dedup_join(e, sn, it, page);
+	return sn;
+}
+
+int ksmu_dedup_join_zero(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	int err;
+
+	if (!e->zero_store) {
+		struct ksmu_pstore *ps = current_store(e);
+		size_t idx;
+
+		if (!ps)
+			return -ENOMEM;
+		err = ksmu_store_alloc_run(&ps->s, 1, zero_page, &idx);
+		if (!err)
+			err = refs_reserve(ps, idx);
+		if (err)
+			return err;
+		e->zero_store = ps;
+		e->zero_idx = (uint32_t)idx;
+		ps->nr_nodes++; /* the zero page counts as a node of its store */
+	}
+	err = merge_one(e, ksmu_item_addr(it), e->zero_store, e->zero_idx, zero_page);
+	if (err)
+		return err;
+	ref_get(e->zero_store, e->zero_idx);
+	ksmu_item_set_flags(it, KSMU_ITEM_ZERO);
+	mark_mapped(e, it);
+	e->cnt.zero_items++;
+	e->cnt.zero_mapped++;
+	return 0;
+}
+
+/* ------------------------------------------------------------ unmerging */
+
+/* Store page an item's address maps (it must be MAPPED). */
+static void item_store(const struct ksmu_engine *e, const struct ksmu_rmap_item *it,
+		       struct ksmu_pstore **ps, uint32_t *idx)
+{
+	unsigned int f = ksmu_item_flags(it);
+
+	if (f & KSMU_ITEM_STABLE) {
+		*ps = it->s.stable->store;
+		*idx = it->s.stable->store_idx;
+	} else if (f & KSMU_ITEM_ZERO) {
+		*ps = e->zero_store;
+		*idx = e->zero_idx;
+	} else {
+		*ps = (struct ksmu_pstore *)(void *)it->s.next;
+		*idx = (uint32_t)(uintptr_t)it->s.prev;
+	}
+}
+
+/* Is @addr inside a store mapping now?  (/proc/self/maps: slow, error paths only.) */
+static bool in_store_vma(uintptr_t addr)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	bool in = true; /* if unsure, say yes: the caller then keeps the page merged */
+
+	if (!f)
+		return in;
+	in = false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || addr < lo || addr >= hi)
+			continue;
+		in = strstr(line, "/memfd:ksmu-store") != NULL;
+		break;
+	}
+	fclose(f);
+	return in;
+}
+
+/* Unmerge @n pages from item index @first of @r (one store VMA, we hope). */
+static int unmerge_run(struct ksmu_engine *e, struct ksmu_region *r, size_t first, size_t n,
+		       bool rearm)
+{
+	uintptr_t addr = r->start + (first << KSMU_PAGE_SHIFT);
+	size_t len = n << KSMU_PAGE_SHIFT, i;
+	int err;
+
+	ksmu_tracker_unregister(&e->tracker, addr, len);
+	err = ksmu_unmerge_run(&e->merger, addr, n);
+	if (err == -EINVAL && n > 1) {
+		/* Not one VMA after all (or not all store): page by page. */
+		int ret = 0;
+
+		for (i = 0; i < n; i++) {
+			err = unmerge_run(e, r, first + i, 1, rearm);
+			if (err && !ret)
+				ret = err;
+		}
+		return ret;
+	}
+	if (err == -EINVAL && !in_store_vma(addr)) {
+		/*
+		 * The engine's record is stale: the page is no store mapping
+		 * any more (replaced by the application before its event was
+		 * applied).  Nothing to unmerge; the reference leaks (safe).
+		 */
+		struct ksmu_rmap_item *it = ksmu_region_item(r, first);
+
+		ksmu_scan_item_detach(e, it);
+		ksmu_dedup_drop_moved(e, it);
+		ksmu_scan_item_forget(e, it);
+		return 0;
+	}
+	if (err) {
+		e->dd.unmerge_failed++;
+		if (ksmu_tracker_register_store(&e->tracker, addr, len))
+			pr_warn("unmerge of %#lx+%zu failed and it is not tracked",
+				(unsigned long)addr, len);
+		return err;
+	}
+	for (i = 0; i < n; i++) {
+		struct ksmu_rmap_item *it = ksmu_region_item(r, first + i);
+
+		ksmu_scan_item_detach(e, it);
+		ksmu_dedup_unmapped(e, it);
+		ksmu_scan_item_forget(e, it); /* re-hashed on the next visit */
+	}
+	e->dd.unmerged += n;
+	if (rearm && ksmu_tracker_register(&e->tracker, addr, len))
+		pr_debug("re-arming %#lx+%zu failed", (unsigned long)addr, len);
+	return 0;
+}
+
+int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
+			     bool rearm)
+{
+	size_t idx = (KSMU_MAX(a, r->start) - r->start) >> KSMU_PAGE_SHIFT;
+	size_t end = (KSMU_MIN(b, r->end) - r->start) >> KSMU_PAGE_SHIFT;
+	int ret = 0;
+
+	if (!e->cnt.mapped_items)
+		return 0;
+	if (e->merger_state <= 0 && merger_ready(e))
+		return e->merger_state;
+	while (idx < end) {
+		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
+		size_t chunk_end = KSMU_MIN(end, (idx / KSMU_CHUNK_ITEMS + 1) * KSMU_CHUNK_ITEMS);
+
+		if (!c->nr_hashed && !c->nr_mapped) {
+			idx = chunk_end;
+			continue;
+		}
+		while (idx < chunk_end) {
+			struct ksmu_rmap_item *it = ksmu_region_item(r, idx);
+			struct ksmu_pstore *ps, *ps2;
+			uint32_t sidx, sidx2;
+			size_t n = 1;
+			int err;
+
+			if (!(ksmu_item_flags(it) & KSMU_ITEM_MAPPED)) {
+				idx++;
+				continue;
+			}
+			item_store(e, it, &ps, &sidx);
+			while (idx + n < end && n < KSMU_MERGE_MAX_RUN) {
+				struct ksmu_rmap_item *nx = ksmu_region_item(r, idx + n);
+
+				if (!(ksmu_item_flags(nx) & KSMU_ITEM_MAPPED))
+					break;
+				item_store(e, nx, &ps2, &sidx2);
+				if (ps2 != ps || sidx2 != sidx + n)
+					break;
+				n++;
+			}
+			err = unmerge_run(e, r, idx, n, rearm);
+			if (err && !ret)
+				ret = err;
+			idx += n;
+		}
+	}
+	return ret;
+}
+
+size_t ksmu_dedup_rearm_stores(struct ksmu_engine *e, uintptr_t start, uintptr_t end)
+{
+	FILE *f;
+	char line[512];
+	size_t covered = 0;
+
+	if (!e->cnt.mapped_items)
+		return 0;
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (!strstr(line, "/memfd:ksmu-store") || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		lo = KSMU_MAX(lo, start);
+		hi = KSMU_MIN(hi, end);
+		if (lo < hi && ksmu_tracker_register_store(&e->tracker, lo, hi - lo) == 0)
+			covered += hi - lo;
+	}
+	fclose(f);
+	return covered;
+}
+
+/* ------------------------------------------------------------ fork */
+
+void ksmu_dedup_fork(struct ksmu_engine *e, bool child)
+{
+	struct ksmu_pstore *ps;
+
+	for (ps = e->stores; ps; ps = ps->next)
+		ps->retired = true;
+	e->cur_store = NULL;
+	if (child) {
+		/* The merger's uffd and scratch are the parent's. */
+		if (e->merger_state > 0)
+			ksmu_merger_destroy(&e->merger);
+		e->merger_state = 0;
+	}
+}
+
+uint64_t ksmu_dedup_orphan_pages(const struct ksmu_engine *e)
+{
+	const struct ksmu_pstore *ps;
+	uint64_t used = 0, named = 0;
+
+	for (ps = e->stores; ps; ps = ps->next) {
+		used += ps->s.nr_used;
+		named += ps->nr_nodes;
+	}
+	return used > named ? used - named : 0;
+}
+
+uint64_t ksmu_dedup_metadata_bytes(const struct ksmu_engine *e)
+{
+	const struct ksmu_pstore *ps;
+	uint64_t b = 0;
+
+	for (ps = e->stores; ps; ps = ps->next)
+		b += sizeof(*ps) + ps->refs_len * sizeof(uint32_t) +
+		     ksmu_store_metadata_bytes(&ps->s);
+	return b;
+}

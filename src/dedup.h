@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dedup.h - merging for the scanner: turns "page A duplicates page B" into
+ * one store page mapped at both addresses (see dedup.c).
+ */
+#ifndef KSMU_DEDUP_H
+#define KSMU_DEDUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct ksmu_engine;
+struct ksmu_region;
+struct ksmu_rmap_item;
+struct ksmu_stable_node;
+
+/**
+ * struct ksmu_pstore - a store and the reference counts of its pages.
+ * @s:        the memfd and its allocator (store.c)
+ * @refs:     per page: addresses of this process whose store VMA maps the
+ *            page (merged members, zero pages, and private copies the
+ *            kernel made on a write, whose VMA still maps the file offset)
+ * @refs_len: entries of @refs
+ * @nr_refs:  sum of @refs
+ * @nr_nodes: stable nodes (and the zero page) whose page is in this store
+ * @retired:  a forked process may map its pages: never free or reuse any
+ *            of them again (the memfd goes when the last mapping does)
+ * @next:     next store of the engine
+ */
+struct ksmu_pstore {
+	struct ksmu_store s;
+	uint32_t *refs;
+	size_t refs_len;
+	uint64_t nr_refs;
+	uint64_t nr_nodes;
+	bool retired;
+	struct ksmu_pstore *next;
+};
+
+/**
+ * struct ksmu_dedup_stats - merging counters (cumulative unless said).
+ * @merges:       pages merged by the scanner
+ * @busy:         merges refused: page pinned or COW-shared with a child
+ * @changed:      merges refused: the page changed before its window
+ * @failed:       merges that failed otherwise
+ * @vma_limited:  merges not tried: the VMA budget was used up
+ * @cow_breaks:   merged pages found written (copied by the kernel)
+ * @unmerged:     pages given back a private anonymous copy
+ * @unmerge_failed: unmerge calls that failed (the pages stay merged)
+ * @minor_zero:   MINOR faults answered with zeros (after MADV_DONTNEED)
+ * @minor_store:  MINOR faults answered with the store page
+ * @store_vmas:   store mappings counted at the end of the last pass (now)
+ */
+struct ksmu_dedup_stats {
+	uint64_t merges;
+	uint64_t busy;
+	uint64_t changed;
+	uint64_t failed;
+	uint64_t vma_limited;
+	uint64_t cow_breaks;
+	uint64_t unmerged;
+	uint64_t unmerge_failed;
+	uint64_t minor_zero;
+	uint64_t minor_store;
+	uint64_t store_vmas;
+};
+
+/** Can merging run for region @r now (else the scanner only detects)? */
+bool ksmu_dedup_active(struct ksmu_engine *e, const struct ksmu_region *r);
+/** Read the content of stable node @sn's store page into @buf.  Return: 0 or -errno. */
+int ksmu_dedup_read_node(struct ksmu_engine *e, const struct ksmu_stable_node *sn, void *buf);
+/**
+ * ksmu_dedup_join() - merge the page of @it into @sn (content @expected,
+ * which is @sn's).  On success @it is a MAPPED member of @sn.
+ * Return: 0; -EBUSY pinned; -EAGAIN changed; -ENOSPC VMA budget; -errno.
+ */
+int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it,
+		    const void *expected);
+/**
+ * ksmu_dedup_promote() - make a new stable node of key @key holding the
+ * pages of @cand (in the unstable tree) and @it (in no tree), whose content
+ * is @page.  @cand leaves the unstable tree if it was merged.
+ * Return: the node (@it may have failed to join: it then is in no tree and
+ * *@it_err says why), or NULL if @cand could not be merged (*@cand_err).
+ */
+struct ksmu_stable_node *ksmu_dedup_promote(struct ksmu_engine *e, struct ksmu_rmap_item *cand,
+					    struct ksmu_rmap_item *it, const void *page,
+					    uint64_t key, int *cand_err, int *it_err);
+/** Merge the zero page @it into the zero store page (use_zero_pages).  Return: as join. */
+int ksmu_dedup_join_zero(struct ksmu_engine *e, struct ksmu_rmap_item *it);
+/**
+ * ksmu_dedup_unmapped() - the VMA at @it no longer maps its store page
+ * (munmap, unmerge): drop the reference; @it is no longer MAPPED.
+ */
+void ksmu_dedup_unmapped(struct ksmu_engine *e, struct ksmu_rmap_item *it);
+/** The VMA at @it moved away (mremap): forget MAPPED, leaking the reference. */
+void ksmu_dedup_drop_moved(struct ksmu_engine *e, struct ksmu_rmap_item *it);
+/** A MAPPED item that leaves its node keeps naming its store page. */
+void ksmu_dedup_keep_ref(struct ksmu_rmap_item *it, struct ksmu_pstore *ps, uint32_t idx);
+/** Free node @sn's store page reference (the node is being freed, empty). */
+void ksmu_dedup_node_gone(struct ksmu_engine *e, struct ksmu_stable_node *sn);
+/**
+ * ksmu_dedup_unmerge_range() - give every MAPPED page of [a, b) in @r a
+ * private anonymous copy of what it shows; @rearm: register the result for
+ * tracking again (the region stays).  Return: 0 or the first -errno.
+ */
+int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
+			     bool rearm);
+/** End of a pass: count store mappings (VMA budget and general_profit). */
+void ksmu_dedup_pass_end(struct ksmu_engine *e);
+/** Extra VMAs merging costs now (an upper bound: 2 per store mapping). */
+uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e);
+/** Store pages allocated that no node names (kept by private copies only). */
+uint64_t ksmu_dedup_orphan_pages(const struct ksmu_engine *e);
+/** Register the store mappings inside [start, end) with the tracker; bytes covered. */
+size_t ksmu_dedup_rearm_stores(struct ksmu_engine *e, uintptr_t start, uintptr_t end);
+/** fork(): in parent and child, every store becomes retired. */
+void ksmu_dedup_fork(struct ksmu_engine *e, bool child);
+/** Bytes of merging metadata (refcounts, store bitmaps). */
+uint64_t ksmu_dedup_metadata_bytes(const struct ksmu_engine *e);
+
+#endif /* KSMU_DEDUP_H */
