@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: MIT */
+/* Description: the scanner merges, and every guarantee holds around it.
+ * Proved the kernel selftests' way: equal PFNs in /proc/self/pagemap for
+ * merged duplicates, and a Pss drop in /proc/self/smaps_rollup.  Then:
+ * a write breaks COW for the writer only and is seen by the next pass;
+ * MADV_DONTNEED on merged pages reads zeros afterwards (MINOR faults);
+ * munmap of merged memory frees the store pages; ksmu_unregister() and
+ * run=2 give every page a private copy with its content and empty the
+ * store; use_zero_pages merges zero pages onto one page (ksm_zero_pages);
+ * an io_uring registered buffer that duplicates other pages stays unmerged
+ * and I/O into it lands; a forked child sees correct memory and its writes
+ * stay its own. */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ksmu.h"
+#include "t_mem.h"
+#include "test.h"
+
+#define PG 4096UL
+#define NPAGES 1024
+
+static struct ksmu_stats st(void)
+{
+	struct ksmu_stats s;
+
+	CHECK_RET("stats", ksmu_stats(&s), 0);
+	return s;
+}
+
+static long pss_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Pss: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* Page i holds template i % 8 (seeded), so each content has NPAGES/8 copies. */
+static void fill(char *m, size_t n, uint64_t seed)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		t_fill_page(m + i * PG, seed + i % 8);
+}
+
+static int verify(const char *m, size_t n, uint64_t seed)
+{
+	unsigned char want[PG];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		t_fill_page(want, seed + i % 8);
+		if (memcmp(m + i * PG, want, PG))
+			return (int)i + 1;
+	}
+	return 0;
+}
+
+static char *merged_region(size_t n, uint64_t seed)
+{
+	char *m = t_map_anon(n);
+
+	fill(m, n, seed);
+	CHECK_RET("register", ksmu_register(m, n * PG), 0);
+	ksmu_scan_full();
+	return m;
+}
+
+static void test_pfn_pss(void)
+{
+	char *m = t_map_anon(NPAGES);
+	struct ksmu_stats s0, s1;
+	long pss0, pss1;
+	size_t i, same = 0;
+
+	printf("-- merge: PFNs and Pss\n");
+	fill(m, NPAGES, 100);
+	s0 = st();
+	pss0 = pss_kb();
+	CHECK_RET("register", ksmu_register(m, NPAGES * PG), 0);
+	CHECK("one pass", ksmu_scan_full() > 0);
+	s1 = st();
+	pss1 = pss_kb();
+	for (i = 8; i < NPAGES; i++)
+		same += t_pfn_of(m + i * PG) && t_pfn_of(m + i * PG) == t_pfn_of(m + (i % 8) * PG);
+	printf("   %zu of %d copies share their template's PFN; Pss %ld -> %ld kB\n", same,
+	       NPAGES - 8, pss0, pss1);
+	CHECK("merged in one pass: pages_shared 8", s1.pages_shared - s0.pages_shared == 8);
+	CHECK("pages_sharing", s1.pages_sharing - s0.pages_sharing == NPAGES - 8);
+	CHECK("every copy maps its template's physical page", same == NPAGES - 8);
+	CHECK("distinct contents stay distinct", t_pfn_of(m) != t_pfn_of(m + PG));
+	/* 1016 pages freed, 4 MiB; allow for the runtime's own growth */
+	CHECK("Pss dropped by ~4 MiB", pss0 - pss1 >= (long)((NPAGES - 8) * 4) - 512);
+	CHECK("content intact", verify(m, NPAGES, 100) == 0);
+	CHECK("profit counted", s1.general_profit > s0.general_profit);
+	CHECK_RET("unregister", ksmu_unregister(m, NPAGES * PG), 0);
+	munmap(m, NPAGES * PG);
+}
+
+static void test_cow(void)
+{
+	char *m = merged_region(NPAGES, 200);
+	unsigned char want[PG];
+	struct ksmu_stats s0, s1;
+	uint64_t pfn_other = t_pfn_of(m + 8 * PG);
+
+	printf("-- copy-on-write break\n");
+	s0 = st();
+	m[16 * PG + 100] ^= 0x5a; /* page 16 holds template 0, as pages 0, 8, ... */
+	t_fill_page(want, 200);
+	want[100] ^= 0x5a;
+	CHECK("the writer sees its write", !memcmp(m + 16 * PG, want, PG));
+	CHECK("its page is private now", t_pfn_of(m + 16 * PG) != pfn_other);
+	CHECK("the others keep the shared page",
+	      t_pfn_of(m + 8 * PG) == pfn_other && t_pfn_of(m) == pfn_other);
+	t_fill_page(want, 200);
+	CHECK("and the old content", !memcmp(m + 8 * PG, want, PG) && !memcmp(m, want, PG));
+	ksmu_scan_full();
+	s1 = st();
+	CHECK("the pass sees the COW break", s1.cow_breaks == s0.cow_breaks + 1);
+	CHECK("one page less sharing", s1.pages_sharing == s0.pages_sharing - 1);
+	m[16 * PG + 100] ^= 0x5a;
+	CHECK("rest intact", verify(m, NPAGES, 200) == 0);
+	CHECK_RET("unregister", ksmu_unregister(m, NPAGES * PG), 0);
+	CHECK("content after unmerge", verify(m, NPAGES, 200) == 0);
+	munmap(m, NPAGES * PG);
+}
+
+static void test_dontneed(void)
+{
+	char *m = merged_region(NPAGES, 300);
+	struct ksmu_stats s0, s1;
+	int zeros = 0, i;
+
+	printf("-- MADV_DONTNEED of merged pages\n");
+	s0 = st();
+	CHECK("merged", s0.pages_sharing >= NPAGES - 8);
+	CHECK_RET("dontneed", madvise(m + 64 * PG, 64 * PG, MADV_DONTNEED), 0);
+	for (i = 64; i < 128; i++)
+		zeros += t_page_is_zero(m + i * PG);
+	s1 = st();
+	CHECK("dropped pages read zeros, as anonymous memory does", zeros == 64);
+	CHECK("answered by MINOR faults", s1.minor_zero >= s0.minor_zero + 64);
+	memset(m + 70 * PG, 0x77, PG);
+	CHECK("and take writes", m[70 * PG + 4095] == 0x77);
+	CHECK("the rest is intact",
+	      verify(m, 64, 300) == 0 && verify(m + 128 * PG, NPAGES - 128, 300 + 0) == 0);
+	CHECK_RET("unregister", ksmu_unregister(m, NPAGES * PG), 0);
+	CHECK("zeros after unmerge", t_page_is_zero(m + 65 * PG) && m[70 * PG] == 0x77);
+	munmap(m, NPAGES * PG);
+}
+
+static void wait_events(uint64_t since)
+{
+	int i;
+
+	for (i = 0; i < 2000 && st().uffd_events == since; i++)
+		usleep(1000);
+}
+
+static void test_munmap(void)
+{
+	char *m = merged_region(NPAGES, 400);
+	struct ksmu_stats s0, s1;
+
+	printf("-- munmap of merged memory frees the store\n");
+	s0 = st();
+	CHECK("store pages in use", s0.store_pages >= 8);
+	CHECK("munmap", munmap(m, NPAGES * PG) == 0);
+	wait_events(s0.uffd_events);
+	ksmu_scan_full();
+	s1 = st();
+	printf("   store pages %llu -> %llu\n", (unsigned long long)s0.store_pages,
+	       (unsigned long long)s1.store_pages);
+	CHECK("store pages freed", s1.store_pages == s0.store_pages - 8);
+	CHECK("nothing merged", s1.pages_sharing == s0.pages_sharing - (NPAGES - 8));
+}
+
+static void test_unregister_and_run2(void)
+{
+	char *m = merged_region(NPAGES, 500);
+	struct ksmu_stats s0, s1;
+	size_t i, distinct = 0;
+
+	printf("-- ksmu_unregister() and run=2 unmerge\n");
+	s0 = st();
+	CHECK("merged", s0.pages_sharing >= NPAGES - 8 && s0.store_pages >= 8);
+	CHECK_RET("unregister", ksmu_unregister(m, NPAGES * PG), 0);
+	s1 = st();
+	for (i = 8; i < NPAGES; i++)
+		distinct += t_pfn_of(m + i * PG) != t_pfn_of(m + (i % 8) * PG);
+	CHECK("every page private again", distinct == NPAGES - 8);
+	CHECK("content intact", verify(m, NPAGES, 500) == 0);
+	CHECK("store emptied", s1.store_pages == s0.store_pages - 8);
+	CHECK("unmerged counted", s1.pages_unmerged - s0.pages_unmerged == NPAGES);
+	CHECK("writes work", (m[5 * PG] = 1) == 1);
+	munmap(m, NPAGES * PG);
+
+	m = merged_region(NPAGES, 600);
+	CHECK("merged again", st().pages_sharing >= NPAGES - 8);
+	CHECK_RET("run=2", ksmu_set_run(2), 0);
+	s1 = st();
+	CHECK("nothing merged after run=2", s1.pages_shared == 0 && s1.pages_sharing == 0);
+	CHECK("run=2 content intact", verify(m, NPAGES, 600) == 0);
+	CHECK("run=2 private pages", t_pfn_of(m + 8 * PG) != t_pfn_of(m));
+	CHECK_RET("run=0", ksmu_set_run(0), 0);
+	CHECK_RET("unregister", ksmu_unregister(m, NPAGES * PG), 0);
+	munmap(m, NPAGES * PG);
+}
+
+static void test_zero_pages(void)
+{
+	char *m = t_map_anon(256);
+	struct ksmu_stats s;
+	size_t i, same = 0;
+
+	printf("-- use_zero_pages\n");
+	CHECK_RET("use_zero_pages", ksmu_set_tunable("use_zero_pages", 1), 0);
+	for (i = 0; i < 256; i++)
+		m[i * PG] = 0; /* present, all zero */
+	CHECK_RET("register", ksmu_register(m, 256 * PG), 0);
+	ksmu_scan_full();
+	s = st();
+	for (i = 1; i < 256; i++)
+		same += t_pfn_of(m + i * PG) == t_pfn_of(m);
+	CHECK("ksm_zero_pages", s.ksm_zero_pages == 256);
+	CHECK("all on one page", same == 255);
+	m[3 * PG] = 9;
+	CHECK("a write gives a private page", m[3 * PG] == 9 && t_page_is_zero(m + 4 * PG));
+	CHECK_RET("unregister", ksmu_unregister(m, 256 * PG), 0);
+	CHECK_RET("use_zero_pages 0", ksmu_set_tunable("use_zero_pages", 0), 0);
+	CHECK("zeros", t_page_is_zero(m + 200 * PG) && m[3 * PG] == 9);
+	munmap(m, 256 * PG);
+}
+
+static void test_pinned(void)
+{
+	struct io_uring ring;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct iovec iov;
+	char *m = t_map_anon(64);
+	unsigned char data[PG];
+	char path[] = "/tmp/ksmu-merge-scan-XXXXXX";
+	uint64_t pfn_pinned;
+	int ffd, err;
+
+	printf("-- io_uring registered buffer among duplicates\n");
+	if (io_uring_queue_init(4, &ring, 0) < 0) {
+		printf("   SKIP part: no io_uring\n");
+		munmap(m, 64 * PG);
+		return;
+	}
+	fill(m, 64, 700);
+	iov.iov_base = m + 9 * PG; /* template 1, like 1, 17, 25, ... */
+	iov.iov_len = PG;
+	err = io_uring_register_buffers(&ring, &iov, 1);
+	if (err < 0) {
+		printf("   SKIP part: io_uring_register_buffers: %s\n", strerror(-err));
+		goto out;
+	}
+	pfn_pinned = t_pfn_of(m + 9 * PG);
+	CHECK_RET("register", ksmu_register(m, 64 * PG), 0);
+	ksmu_scan_full();
+	ksmu_scan_full();
+	CHECK("others merged", t_pfn_of(m + 17 * PG) == t_pfn_of(m + PG));
+	CHECK("the pinned page is not", t_pfn_of(m + 9 * PG) == pfn_pinned);
+	CHECK("refusals counted", st().merge_busy >= 1);
+	t_fill_page(data, 9999);
+	ffd = mkstemp(path);
+	CHECK("temp file", ffd >= 0 && write(ffd, data, PG) == (ssize_t)PG);
+	unlink(path);
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_read_fixed(sqe, ffd, m + 9 * PG, PG, 0, 0);
+	CHECK("submit", io_uring_submit(&ring) == 1);
+	CHECK("wait", io_uring_wait_cqe(&ring, &cqe) == 0 && cqe->res == (int)PG);
+	io_uring_cqe_seen(&ring, cqe);
+	CHECK("the device's data landed where the application reads",
+	      !memcmp(m + 9 * PG, data, PG));
+	CHECK("its neighbours kept theirs", verify(m, 9, 700) == 0);
+	close(ffd);
+	io_uring_unregister_buffers(&ring);
+	CHECK_RET("unregister", ksmu_unregister(m, 64 * PG), 0);
+out:
+	io_uring_queue_exit(&ring);
+	munmap(m, 64 * PG);
+}
+
+static void test_fork(void)
+{
+	char *m = merged_region(NPAGES, 800);
+	pid_t pid;
+	int status = -1;
+
+	printf("-- fork with merged pages\n");
+	CHECK("merged", st().pages_sharing >= NPAGES - 8);
+	pid = fork();
+	if (pid == 0) {
+		int bad = verify(m, NPAGES, 800);
+
+		m[8 * PG] ^= 1; /* a child's write */
+		bad += m[16 * PG] != (char)(m[8 * PG] ^ 1);
+		_exit(bad ? 1 : 0);
+	}
+	CHECK("fork", pid > 0);
+	CHECK("waitpid", waitpid(pid, &status, 0) == pid);
+	CHECK("the child saw correct memory", WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK("the child's write stayed the child's", verify(m, NPAGES, 800) == 0);
+	/* The child is gone; the parent keeps deduplicating and can unmerge. */
+	ksmu_scan_full();
+	CHECK_RET("unregister", ksmu_unregister(m, NPAGES * PG), 0);
+	CHECK("content after unmerge", verify(m, NPAGES, 800) == 0);
+	munmap(m, NPAGES * PG);
+}
+
+int main(void)
+{
+	struct ksmu_stats s;
+
+	CHECK_RET("run 0", ksmu_set_run(0), 0);
+	s = st();
+	if (!s.merging) {
+		printf("SKIP: merging unavailable here (needs userfaultfd with MOVE and "
+		       "MINOR_SHMEM, without USER_MODE_ONLY)\n");
+		return T_EXIT_SKIP;
+	}
+	if (!t_pfn_of(&s)) {
+		printf("SKIP: PFNs hidden in /proc/self/pagemap (not root)\n");
+		return T_EXIT_SKIP;
+	}
+	test_pfn_pss();
+	test_cow();
+	test_dontneed();
+	test_munmap();
+	test_unregister_and_run2();
+	test_zero_pages();
+	test_pinned();
+	test_fork();
+	return t_exit();
+}
