@@ -58,6 +58,45 @@ static inline int t_page_is_zero(const void *p)
 	return 1;
 }
 
+/* Pss of the whole process, from /proc/self/smaps_rollup, in kB. */
+static inline long t_pss_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "Pss: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* Pss of the VMAs inside [lo, lo+len), from /proc/self/smaps, in kB. */
+static inline long t_region_pss_kb(const void *lo_p, size_t len)
+{
+	uintptr_t lo = (uintptr_t)lo_p, hi = lo + len;
+	unsigned long s, e;
+	long kb, sum = 0;
+	char line[512];
+	int in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = s >= lo && e <= hi;
+		else if (in && sscanf(line, "Pss: %ld kB", &kb) == 1)
+			sum += kb;
+	}
+	fclose(f);
+	return sum;
+}
+
 static inline void *t_map_anon(size_t pages)
 {
 	void *p =

@@ -42,44 +42,6 @@ static int have_pfn;
 
 /* ---------------------------------------------------------------- helpers */
 
-static long pss_kb(void)
-{
-	char line[256];
-	long kb = -1;
-	FILE *f = fopen("/proc/self/smaps_rollup", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "Pss: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
-/* Pss of the VMAs inside [lo, lo+len), from /proc/self/smaps, in kB. */
-static long region_pss_kb(const void *lo_p, size_t len)
-{
-	uintptr_t lo = (uintptr_t)lo_p, hi = lo + len;
-	unsigned long s, e;
-	long kb, sum = 0;
-	char line[512];
-	int in = 0;
-	FILE *f = fopen("/proc/self/smaps", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' '))
-			in = s >= lo && e <= hi;
-		else if (in && sscanf(line, "Pss: %ld kB", &kb) == 1)
-			sum += kb;
-	}
-	fclose(f);
-	return sum;
-}
-
 /* ---------------------------------------------------------------- basics */
 
 static void test_basic(struct ksmu_merger *m)
@@ -203,12 +165,12 @@ static void test_pss(struct ksmu_merger *m)
 	for (i = 0; i < n; i++)
 		memcpy(r + i * PG, x, PG);
 	t_store_put(fd, 0, x);
-	before = pss_kb();
-	rbefore = region_pss_kb(r, n * PG);
+	before = t_pss_kb();
+	rbefore = t_region_pss_kb(r, n * PG);
 	for (i = 0; i < n; i++)
 		merged += ksmu_merge_page(m, (uintptr_t)(r + i * PG), fd, 0, x) == 0;
-	after = pss_kb();
-	rafter = region_pss_kb(r, n * PG);
+	after = t_pss_kb();
+	rafter = t_region_pss_kb(r, n * PG);
 	printf("   merged %zu; Pss of the process %ld kB -> %ld kB (drop %ld kB), of the region "
 	       "%ld kB -> %ld kB (drop %ld kB); ideal drop %ld kB; VMAs %d\n",
 	       merged, before, after, before - after, rbefore, rafter, rbefore - rafter, ideal,
@@ -443,8 +405,10 @@ static void *reader_fn(void *arg)
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
 		maybe_pause(s);
 		p = cur_page(s, &idx);
-		reader_check(s, __atomic_load_n(t_word(p, OFF_A), __ATOMIC_RELAXED), &s->seen_a[idx]);
-		reader_check(s, __atomic_load_n(t_word(p, OFF_Z), __ATOMIC_RELAXED), &s->seen_z[idx]);
+		reader_check(s, __atomic_load_n(t_word(p, OFF_A), __ATOMIC_RELAXED),
+			     &s->seen_a[idx]);
+		reader_check(s, __atomic_load_n(t_word(p, OFF_Z), __ATOMIC_RELAXED),
+			     &s->seen_z[idx]);
 		if (idx) {
 			p -= PG;
 			reader_check(s, __atomic_load_n(t_word(p, OFF_A), __ATOMIC_RELAXED),
