@@ -18,9 +18,12 @@
  *     under kernel KSM and ksmu.  Fields that kernel KSM lacks are marked
  *     "ksmu:" in their documentation.
  *
- * Version 0.1 detects duplicates and estimates the saving (est_* fields of
- * struct ksmu_stats) but does not merge yet: pages_shared and pages_sharing
- * stay 0, as the kernel's would with no merge done.
+ * Since 0.2 the engine merges (pages_shared, pages_sharing, ksm_zero_pages,
+ * general_profit are real).  The est_* fields still say what detection found;
+ * the knob dry_run=1 keeps 0.1's detect-and-estimate mode, where no page is
+ * changed.  Merging needs userfaultfd with UFFDIO_MOVE and MINOR_SHMEM opened
+ * without UFFD_USER_MODE_ONLY (root, or vm.unprivileged_userfaultfd=1);
+ * without them the engine detects only (stats field merging is 0).
  */
 #ifndef KSMU_H
 #define KSMU_H

@@ -46,12 +46,15 @@
  *   pass (pages_skipped), as KSM's smart scan does.  Tracked pages need no
  *   such heuristic: unchanged pages are never re-hashed.
  *
- *   Release 0.1 stops at detection: a stable node records pages of equal
- *   content (its "canonical" member holds the reference content) and feeds
- *   the est_* estimate; no page is modified.  Since the reference content is
- *   then a live page, a node is only as good as its last check: every page
- *   that changes leaves its node on its next visit, and a node left with a
- *   single page is dissolved back into the unstable tree.
+ *   Merging (dedup.c): a stable node is a store page every member maps; a
+ *   duplicate joins it through a merge window, an unstable pair becomes a new
+ *   node.  Merged pages are never read again: a merged page reported written
+ *   was copied by the kernel and leaves its node (cow_breaks).  Where merging
+ *   is off (dry_run, or a kernel without the features) the scanner only
+ *   detects, as release 0.1 did: a node's "canonical" member holds the
+ *   reference content, every page that changes leaves its node on its next
+ *   visit, and a node left with a single page is dissolved back into the
+ *   unstable tree.
  *
  * INVARIANTS
  *   - An item is in at most one of: unstable tree, a stable node, the zero
@@ -186,6 +189,18 @@ void ksmu_scan_item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it)
 	item_forget(e, it);
 }
 
+/* Compare cand_buf with @page in full; count the comparison and any collision. */
+static bool cand_equal(struct ksmu_engine *e, const void *page, uint64_t key)
+{
+	e->cnt.pages_compared++;
+	if (ksmu_pages_equal(e->cand_buf, page))
+		return true;
+	/* Same key, different content: a real collision, or a stale entry. */
+	if (ksmu_hash_to_key(ksmu_hash_page(e->cand_buf)) == key)
+		e->cnt.hash_collisions++;
+	return false;
+}
+
 /*
  * Compare @page (our copy) with the live page at @addr.  Returns true only
  * on full equality.  A candidate that is not present any more is not read
@@ -199,13 +214,7 @@ static bool same_content(struct ksmu_engine *e, uintptr_t addr, const void *page
 		return false;
 	if (ksmu_mem_read(&e->pm, &addr, 1, e->cand_buf, &ok) != 1 || !ok)
 		return false;
-	e->cnt.pages_compared++;
-	if (ksmu_pages_equal(e->cand_buf, page))
-		return true;
-	/* Same key, different content: a real collision, or a stale entry. */
-	if (ksmu_hash_to_key(ksmu_hash_page(e->cand_buf)) == key)
-		e->cnt.hash_collisions++;
-	return false;
+	return cand_equal(e, page, key);
 }
 
 /* Compare @page with the store page of merged node @sn (read into cand_buf). */
@@ -217,12 +226,7 @@ static bool same_as_node(struct ksmu_engine *e, const struct ksmu_stable_node *s
 	}
 	if (ksmu_dedup_read_node(e, sn, e->cand_buf))
 		return false;
-	e->cnt.pages_compared++;
-	if (ksmu_pages_equal(e->cand_buf, page))
-		return true;
-	if (ksmu_hash_to_key(ksmu_hash_page(e->cand_buf)) == key)
-		e->cnt.hash_collisions++;
-	return false;
+	return cand_equal(e, page, key);
 }
 
 /*
