@@ -291,7 +291,7 @@ int main(int argc, char **argv)
 	uint64_t wall0, wall1, cpu0, cpu1, fill0, fill1;
 	uint64_t scan_ns, scanned, hashed, pps;
 	size_t len, first_bad = 0;
-	bool match, data_ok, uzp;
+	bool match, limited, data_ok, uzp;
 	void *mem;
 	int ret, verify_ret;
 
@@ -391,6 +391,12 @@ int main(int argc, char **argv)
 	match = s1.est_pages_shared == want_shared && s1.est_pages_sharing == want_sharing;
 	if (uzp)
 		match = match && s1.est_zero_pages == ex.zero_pages;
+	/*
+	 * Merging stops at the VMA budget (3/4 of vm.max_map_count): then less
+	 * than the true answer is merged, never more, and that is no error.
+	 */
+	limited = !match && s1.merge_vma_limited > 0 && s1.est_pages_sharing <= want_sharing &&
+		  s1.est_pages_shared <= want_shared;
 
 	/* The engine's own CPU account; the process clock if it has none. */
 	scan_ns = s1.scan_cpu_ns - s0.scan_cpu_ns;
@@ -517,6 +523,13 @@ int main(int argc, char **argv)
 			printf("data       : could not verify: %s\n", strerror(-verify_ret));
 		if (match) {
 			printf("verdict    : estimate matches the true answer\n");
+		} else if (limited) {
+			printf(
+			    "verdict    : merged %.1f%% of the duplicates; the rest waits for VMAs "
+			    "(%" PRIu64 " merges over the budget of %" PRIu64
+			    "; raise vm.max_map_count to merge all)\n",
+			    100.0 * (double)s1.est_pages_sharing / (double)want_sharing,
+			    s1.merge_vma_limited, s1.vma_limit);
 		} else {
 			printf("verdict    : MISMATCH: est_pages_shared %" PRIu64 " (true %" PRIu64
 			       "), est_pages_sharing %" PRIu64 " (true %" PRIu64 ")",
@@ -536,5 +549,5 @@ int main(int argc, char **argv)
 	if (ret < 0)
 		fprintf(stderr, "%s: ksmu_unregister failed: %s\n", prog, strerror(-ret));
 	munmap(mem, len);
-	return match && data_ok ? 0 : 1;
+	return (match || limited) && data_ok ? 0 : 1;
 }
