@@ -298,42 +298,61 @@ static long read_long(const char *path)
 	return v;
 }
 
-/* Count the VMAs of the process, and those of them that are store mappings. */
-static void count_vmas(uint64_t *all, uint64_t *stores)
+/*
+ * Visit every VMA of the process in /proc/self/maps order: fn(lo, hi,
+ * is_store, arg); a nonzero return stops the walk.  Return: 0, fn's value,
+ * or -errno if the file cannot be read.
+ */
+static int maps_each(int (*fn)(unsigned long lo, unsigned long hi, bool store, void *arg),
+		     void *arg)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[512];
+	int ret = 0;
 
-	*all = 0;
-	*stores = 0;
 	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
+		return -errno;
+	while (!ret && fgets(line, sizeof(line), f)) {
 		size_t len = strlen(line);
+		unsigned long lo, hi;
 
-		if (len && line[len - 1] == '\n')
-			++*all;
-		else
-			continue; /* a long line: counted at its end */
-		if (strstr(line, "/memfd:ksmu-store"))
-			++*stores;
+		if (!len || line[len - 1] != '\n')
+			continue; /* a long line: its end comes as another read */
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			ret = fn(lo, hi, strstr(line, "/memfd:ksmu-store") != NULL, arg);
 	}
 	fclose(f);
+	return ret;
+}
+
+struct vma_count {
+	uint64_t all, stores;
+};
+
+static int count_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
+{
+	struct vma_count *c = arg;
+
+	(void)lo;
+	(void)hi;
+	c->all++;
+	c->stores += store;
+	return 0;
 }
 
 void ksmu_dedup_pass_end(struct ksmu_engine *e)
 {
-	uint64_t all, stores;
+	struct vma_count c = {0, 0};
 	long max;
 
 	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
 		return; /* nothing merged: nothing to count */
-	count_vmas(&all, &stores);
+	maps_each(count_cb, &c);
 	max = read_long("/proc/sys/vm/max_map_count");
 	e->vma_limit = max > 0 ? (uint64_t)max * 3 / 4 : 65530 * 3 / 4;
-	e->vma_count = all;
+	e->vma_count = c.all;
 	e->vmas_since_count = 0;
-	e->dd.store_vmas = stores;
+	e->dd.store_vmas = c.stores;
 }
 
 uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e)
@@ -518,26 +537,26 @@ static void item_store(const struct ksmu_engine *e, const struct ksmu_rmap_item 
 	}
 }
 
-/* Is @addr inside a store mapping now?  (/proc/self/maps: slow, error paths only.) */
+/* 1 if the VMA holding *(uintptr_t *)arg is a store mapping, 2 if another VMA. */
+static int store_at_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
+{
+	uintptr_t addr = *(uintptr_t *)arg;
+
+	if (addr < lo || addr >= hi)
+		return 0;
+	return store ? 1 : 2;
+}
+
+/*
+ * Is @addr inside a store mapping now?  (/proc/self/maps: slow, error paths
+ * only.)  If the maps cannot be read, say yes: the caller then keeps the
+ * page merged.
+ */
 static bool in_store_vma(uintptr_t addr)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512];
-	bool in = true; /* if unsure, say yes: the caller then keeps the page merged */
+	int r = maps_each(store_at_cb, &addr);
 
-	if (!f)
-		return in;
-	in = false;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-
-		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || addr < lo || addr >= hi)
-			continue;
-		in = strstr(line, "/memfd:ksmu-store") != NULL;
-		break;
-	}
-	fclose(f);
-	return in;
+	return r == 1 || r < 0;
 }
 
 /* Unmerge @n pages from item index @first of @r (one store VMA, we hope). */
@@ -644,29 +663,31 @@ int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintp
 	return ret;
 }
 
+struct rearm_stores {
+	struct ksmu_engine *e;
+	uintptr_t start, end;
+	size_t covered;
+};
+
+static int rearm_store_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
+{
+	struct rearm_stores *rs = arg;
+
+	lo = KSMU_MAX(lo, rs->start);
+	hi = KSMU_MIN(hi, rs->end);
+	if (store && lo < hi && ksmu_tracker_register_store(&rs->e->tracker, lo, hi - lo) == 0)
+		rs->covered += hi - lo;
+	return 0;
+}
+
 size_t ksmu_dedup_rearm_stores(struct ksmu_engine *e, uintptr_t start, uintptr_t end)
 {
-	FILE *f;
-	char line[512];
-	size_t covered = 0;
+	struct rearm_stores rs = {e, start, end, 0};
 
 	if (!e->cnt.mapped_items)
 		return 0;
-	f = fopen("/proc/self/maps", "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-
-		if (!strstr(line, "/memfd:ksmu-store") || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
-			continue;
-		lo = KSMU_MAX(lo, start);
-		hi = KSMU_MIN(hi, end);
-		if (lo < hi && ksmu_tracker_register_store(&e->tracker, lo, hi - lo) == 0)
-			covered += hi - lo;
-	}
-	fclose(f);
-	return covered;
+	maps_each(rearm_store_cb, &rs);
+	return rs.covered;
 }
 
 /* ------------------------------------------------------------ fork */

@@ -230,17 +230,15 @@ static bool same_as_node(struct ksmu_engine *e, const struct ksmu_stable_node *s
 }
 
 /*
- * A merge of @it did not happen (-errno @err): a page that changed is
- * volatile; a pinned one too, so that it is tried again on its next visit
- * if it did not change (kernel KSM retries pinned pages every pass as
- * well); a page over the VMA budget waits in the unstable tree.
+ * A merge of @it did not happen: it is marked volatile, so that it is
+ * searched again on its next visit if it did not change.  That retries a
+ * pinned page (kernel KSM retries them every pass as well) and a page over
+ * the VMA budget (merged once VMAs are free again); a page that changed is
+ * searched once it stops changing.  (A skipped page put in the unstable
+ * tree would never be searched again: clean pages in a tree are not.)
  */
-static void merge_failed(struct ksmu_engine *e, struct ksmu_rmap_item *it, int err)
+static void merge_failed(struct ksmu_rmap_item *it)
 {
-	if (err == -ENOSPC) {
-		ksmu_unstable_insert(&e->unstable, it);
-		return;
-	}
 	ksmu_item_set_flags(it, KSMU_ITEM_VOLATILE);
 	ksmu_item_set_age(it, 0);
 }
@@ -261,7 +259,7 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 		if (merging) {
 			err = ksmu_dedup_join_zero(e, it);
 			if (err)
-				merge_failed(e, it, err == -ENOSPC ? -EAGAIN : err);
+				merge_failed(it);
 			return;
 		}
 		ksmu_item_set_flags(it, KSMU_ITEM_ZERO);
@@ -292,12 +290,12 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 			if (merging) {
 				/* cand_buf holds the node's content, read from the store. */
 				if (room != sn && ksmu_dedup_read_node(e, room, e->cand_buf)) {
-					merge_failed(e, it, -EIO);
+					merge_failed(it);
 					return;
 				}
 				err = ksmu_dedup_join(e, room, it, e->cand_buf);
 				if (err)
-					merge_failed(e, it, err);
+					merge_failed(it);
 				return;
 			}
 			ksmu_stable_add(&e->stable, room, it);
@@ -318,11 +316,11 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 			sn = ksmu_dedup_promote(e, cand, it, page, key, &cand_err, &it_err);
 			if (!sn) {
 				/* @cand left the unstable tree; it failed, @it did not try. */
-				merge_failed(e, cand, cand_err);
+				merge_failed(cand);
 				break;
 			}
 			if (it_err)
-				merge_failed(e, it, it_err);
+				merge_failed(it);
 			if (full)
 				ksmu_stable_chain(&e->stable, full, sn);
 			return;

@@ -137,8 +137,8 @@
 #define WORD_BITS 64U
 
 /* Largest store: page offsets must fit off_t and byte lengths size_t. */
-#define STORE_MAX_PAGES                                                                      \
-	((size_t)KSMU_MIN((uint64_t)INT64_MAX >> KSMU_PAGE_SHIFT,                            \
+#define STORE_MAX_PAGES                                                                            \
+	((size_t)KSMU_MIN((uint64_t)INT64_MAX >> KSMU_PAGE_SHIFT,                                  \
 			  (uint64_t)SIZE_MAX >> KSMU_PAGE_SHIFT))
 
 static inline off_t page_off(size_t page)
@@ -171,18 +171,28 @@ static inline bool bit_test(const uint64_t *m, size_t i)
 	return (m[i / WORD_BITS] >> (i % WORD_BITS)) & 1;
 }
 
+/*
+ * The word holding bit @start (*@w) and the mask of the bits of [@start,
+ * @end) inside it; the next word to visit starts at (*@w + 1) * WORD_BITS.
+ */
+static uint64_t word_span(size_t start, size_t end, size_t *w)
+{
+	unsigned int lo, hi;
+
+	*w = start / WORD_BITS;
+	lo = (unsigned int)(start % WORD_BITS);
+	hi = end - *w * WORD_BITS >= WORD_BITS ? WORD_BITS : (unsigned int)(end - *w * WORD_BITS);
+	return bits_mask(lo, hi);
+}
+
 /* Set (val) or clear (!val) bits [start, start + n), a word at a time. */
 static void bits_assign(uint64_t *m, size_t start, size_t n, bool val)
 {
 	size_t end = start + n;
 
 	while (start < end) {
-		size_t w = start / WORD_BITS;
-		unsigned int lo = (unsigned int)(start % WORD_BITS);
-		unsigned int hi = end - w * WORD_BITS >= WORD_BITS
-					  ? WORD_BITS
-					  : (unsigned int)(end - w * WORD_BITS);
-		uint64_t mask = bits_mask(lo, hi);
+		size_t w;
+		uint64_t mask = word_span(start, end, &w);
 
 		if (val)
 			m[w] |= mask;
@@ -198,12 +208,8 @@ static bool bits_all(const uint64_t *m, size_t start, size_t n, bool val)
 	size_t end = start + n;
 
 	while (start < end) {
-		size_t w = start / WORD_BITS;
-		unsigned int lo = (unsigned int)(start % WORD_BITS);
-		unsigned int hi = end - w * WORD_BITS >= WORD_BITS
-					  ? WORD_BITS
-					  : (unsigned int)(end - w * WORD_BITS);
-		uint64_t mask = bits_mask(lo, hi);
+		size_t w;
+		uint64_t mask = word_span(start, end, &w);
 		uint64_t word = val ? m[w] : ~m[w];
 
 		if ((word & mask) != mask)
