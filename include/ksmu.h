@@ -128,6 +128,12 @@ struct ksmu_stats {
 	uint64_t store_vmas;	    /**< ksmu: store mappings at the last pass end */
 	uint64_t vmas_added; /**< ksmu: VMAs merging added (upper bound), in general_profit */
 	uint64_t vma_limit;  /**< ksmu: VMA count merging stays under (3/4 max_map_count) */
+	/* ksmu: MADV_DONTNEED racing merge windows (0.2) */
+	uint64_t merge_zapped;	 /**< ksmu: merges given up: the page was being dropped */
+	uint64_t merge_unsettled; /**< ksmu: merge windows given up: tracker events unread */
+	uint64_t unmerge_retries; /**< ksmu: unmerge windows undone (a page dropped) and retried */
+	uint64_t window_ns;	  /**< ksmu: time merge windows were open, cumulative */
+	uint64_t window_ns_max;	  /**< ksmu: longest merge window */
 };
 
 /**

@@ -79,9 +79,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define LOG_PREFIX "dedup: "
+#include "compat.h"
 #include "engine.h"
 #include "log.h"
 
@@ -92,6 +94,31 @@ static const uint8_t zero_page[KSMU_PAGE_SIZE] __attribute__((aligned(KSMU_PAGE_
 
 /* ------------------------------------------------------------ set-up */
 
+static int hook_arm(void *arg, uintptr_t addr, size_t len)
+{
+	struct ksmu_engine *e = arg;
+
+	return ksmu_tracker_register_store(&e->tracker, addr, len);
+}
+
+static void hook_zap_lock(void *arg, bool on)
+{
+	(void)arg;
+	ksmu_engine_zap_lock(on);
+}
+
+static void hook_zap_add(void *arg, uintptr_t start, uintptr_t end)
+{
+	(void)arg;
+	ksmu_engine_zap_add_locked(start, end);
+}
+
+static void hook_zap_test(void *arg, uintptr_t start, size_t n, uint64_t *mask)
+{
+	(void)arg;
+	ksmu_engine_zap_test_locked(start, n, mask);
+}
+
 static int merger_ready(struct ksmu_engine *e)
 {
 	int ret;
@@ -100,20 +127,31 @@ static int merger_ready(struct ksmu_engine *e)
 		return 0;
 	if (e->merger_state < 0)
 		return e->merger_state;
-	ret = ksmu_merger_init(&e->merger);
+	e->merge_hooks.arg = e;
+	e->merge_hooks.tracker_fd = e->tracker.fd;
+	e->merge_hooks.arm = hook_arm;
+	e->merge_hooks.zap_lock = hook_zap_lock;
+	e->merge_hooks.zap_add = hook_zap_add;
+	e->merge_hooks.zap_test = hook_zap_test;
+	ret = ksmu_merger_init_hooks(&e->merger, &e->merge_hooks);
 	if (ret) {
 		pr_info("merging unavailable (%s): detecting only", strerror(-ret));
 		e->merger_state = ret;
 		return ret;
 	}
 	e->merger_state = 1;
+	/* the reader drains the merger's REMOVE descriptors from now on */
+	__atomic_store_n(&e->merger_hooked, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
 bool ksmu_dedup_active(struct ksmu_engine *e, const struct ksmu_region *r)
 {
-	return !e->knobs.dry_run && r->wp_tracked && e->tracker.minor &&
-	       e->tracker_mode == KSMU_TRACK_WP_ASYNC && merger_ready(e) == 0;
+	if (e->knobs.dry_run || !r->wp_tracked || !e->tracker.minor ||
+	    e->tracker_mode != KSMU_TRACK_WP_ASYNC || merger_ready(e))
+		return false;
+	e->merge_hooks.tracker_fd = e->tracker.fd; /* windows run under the engine lock */
+	return true;
 }
 
 /* ------------------------------------------------------------ stores */
@@ -390,6 +428,12 @@ static int merge_one(struct ksmu_engine *e, uintptr_t addr, struct ksmu_pstore *
 		e->dd.vma_limited++;
 		return -ENOSPC;
 	}
+	/*
+	 * Drops of the anonymous page recorded before now are history; one
+	 * announced from here on is seen by the window (merge.c, ZAPS), which
+	 * then leaves the page dropped.
+	 */
+	ksmu_engine_zap_forget(addr, addr + KSMU_PAGE_SIZE);
 	err = ksmu_tracker_unregister(&e->tracker, addr, KSMU_PAGE_SIZE);
 	if (err) {
 		e->dd.failed++;
@@ -417,13 +461,10 @@ static int merge_one(struct ksmu_engine *e, uintptr_t addr, struct ksmu_pstore *
 			e->dd.failed++;
 		return err;
 	}
+	/* The window armed the store mapping with the tracker (hook_arm()). */
 	e->vmas_since_count += 2;
 	e->dd.merges++;
 	__atomic_store_n(&e->ever_merged, true, __ATOMIC_RELEASE);
-	ksmu_engine_zap_forget(addr, addr + KSMU_PAGE_SIZE);
-	rerr = ksmu_tracker_register_store(&e->tracker, addr, KSMU_PAGE_SIZE);
-	if (rerr)
-		pr_warn("store mapping %#lx not tracked: %s", (unsigned long)addr, strerror(-rerr));
 	return 0;
 }
 
@@ -559,6 +600,33 @@ static bool in_store_vma(uintptr_t addr)
 	return r == 1 || r < 0;
 }
 
+/* Undone unmerge windows (a page dropped meanwhile) are retried this often. */
+#define UNMERGE_TRIES 16
+
+/*
+ * One unmerge window over [addr, addr + n pages), which the tracker holds
+ * as a store mapping.  First every page is faulted in while the tracker's
+ * reader still answers (a dropped page becomes zeros), so that the window
+ * may take any page it finds empty for one dropped since (merge.c, ZAPS).
+ */
+static int unmerge_window(struct ksmu_engine *e, uintptr_t addr, size_t n)
+{
+	size_t len = n << KSMU_PAGE_SHIFT;
+	unsigned int flags;
+	int err, tries = 0;
+
+	do {
+		flags = madvise((void *)addr, len, MADV_POPULATE_READ) == 0
+			    ? KSMU_UNMERGE_ABSENT_IS_ZERO
+			    : 0;
+		ksmu_tracker_unregister(&e->tracker, addr, len);
+		err = ksmu_unmerge_run_flags(&e->merger, addr, n, flags);
+		if (err == -EAGAIN || err == -EBUSY)
+			e->dd.unmerge_retries++;
+	} while ((err == -EAGAIN || err == -EBUSY) && ++tries < UNMERGE_TRIES);
+	return err;
+}
+
 /* Unmerge @n pages from item index @first of @r (one store VMA, we hope). */
 static int unmerge_run(struct ksmu_engine *e, struct ksmu_region *r, size_t first, size_t n,
 		       bool rearm)
@@ -567,8 +635,7 @@ static int unmerge_run(struct ksmu_engine *e, struct ksmu_region *r, size_t firs
 	size_t len = n << KSMU_PAGE_SHIFT, i;
 	int err;
 
-	ksmu_tracker_unregister(&e->tracker, addr, len);
-	err = ksmu_unmerge_run(&e->merger, addr, n);
+	err = unmerge_window(e, addr, n);
 	if (err == -EINVAL && n > 1) {
 		/* Not one VMA after all (or not all store): page by page. */
 		int ret = 0;
@@ -626,7 +693,7 @@ int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintp
 		return e->merger_state;
 	while (idx < end) {
 		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
-		size_t chunk_end = KSMU_MIN(end, (idx / KSMU_CHUNK_ITEMS + 1) * KSMU_CHUNK_ITEMS);
+		size_t chunk_end = KSMU_MIN(end, ksmu_region_chunk_end(r, idx));
 
 		if (!c->nr_hashed && !c->nr_mapped) {
 			idx = chunk_end;
@@ -701,6 +768,7 @@ void ksmu_dedup_fork(struct ksmu_engine *e, bool child)
 	e->cur_store = NULL;
 	if (child) {
 		/* The merger's uffd and scratch are the parent's. */
+		__atomic_store_n(&e->merger_hooked, 0, __ATOMIC_RELEASE);
 		if (e->merger_state > 0)
 			ksmu_merger_destroy(&e->merger);
 		e->merger_state = 0;

@@ -50,6 +50,8 @@ struct ksmu_pstore {
  * @cow_breaks:   merged pages found written (copied by the kernel)
  * @unmerged:     pages given back a private anonymous copy
  * @unmerge_failed: unmerge calls that failed (the pages stay merged)
+ * @unmerge_retries: unmerge windows undone and retried (a page was dropped
+ *                  during the window, or the tracker did not settle)
  * @minor_zero:   MINOR faults answered with zeros (after MADV_DONTNEED)
  * @minor_store:  MINOR faults answered with the store page
  * @store_vmas:   store mappings counted at the end of the last pass (now)
@@ -63,6 +65,7 @@ struct ksmu_dedup_stats {
 	uint64_t cow_breaks;
 	uint64_t unmerged;
 	uint64_t unmerge_failed;
+	uint64_t unmerge_retries;
 	uint64_t minor_zero;
 	uint64_t minor_store;
 	uint64_t store_vmas;

@@ -59,6 +59,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define LOG_PREFIX "engine: "
@@ -379,16 +380,18 @@ enum cut_how {
  * Remove [start, end) from region @r, keeping what lies outside.  Merged
  * pages of the removed range are unmerged (CUT_UNREGISTER: on failure
  * nothing is removed and the error returned), or their store references
- * dropped (CUT_UNMAPPED) or leaked (CUT_MOVED).  The kept parts become new
- * regions with fresh records; the store references of their merged pages
- * leak (a known limit: the pages stay merged, but are not counted).
+ * dropped (CUT_UNMAPPED) or leaked (CUT_MOVED).  The kept parts become
+ * slices of @r that share its items (region.c): their pages keep their
+ * records, merged or not.
  */
 static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t start, uintptr_t end,
 		      enum cut_how how)
 {
 	uintptr_t lo = KSMU_MAX(start, r->start), hi = KSMU_MIN(end, r->end);
-	uintptr_t keep_lo_start = r->start, keep_hi_end = r->end;
-	bool tracked = r->wp_tracked;
+	size_t lo_idx = (lo - r->start) >> KSMU_PAGE_SHIFT, hi_idx = (hi - r->start) >> KSMU_PAGE_SHIFT;
+	struct ksmu_region *left = NULL, *right = NULL;
+	uintptr_t r_start = r->start, r_end = r->end;
+	bool tracked = r->wp_tracked, fresh = false;
 	int ret = 0;
 
 	if (how == CUT_UNREGISTER) {
@@ -396,24 +399,53 @@ static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t st
 		if (ret)
 			return ret;
 	}
+	/* Allocate the slices first: failing now changes nothing but the unmerge. */
+	if (lo_idx > 0 && !(left = ksmu_region_slice(r, 0, lo_idx)))
+		ret = -ENOMEM;
+	if (!ret && hi_idx < r->nr_pages && !(right = ksmu_region_slice(r, hi_idx, r->nr_pages)))
+		ret = -ENOMEM;
+	if (ret) {
+		if (left)
+			ksmu_region_free(&e->arena, left);
+		if (how == CUT_UNREGISTER)
+			return ret;
+		/* An unmap or move cannot be refused: drop the kept parts' records too. */
+		pr_warn("out of memory: forgetting the records of %#lx-%#lx",
+			(unsigned long)r->start, (unsigned long)r->end);
+		left = right = NULL;
+		fresh = true;
+		ksmu_scan_forget_range(e, r, r->start, lo, KSMU_FORGET_MOVED);
+		ksmu_scan_forget_range(e, r, hi, r->end, KSMU_FORGET_MOVED);
+	}
 	if (e->cursor == r) {
 		e->cursor = ksmu_region_next(r);
 		e->cursor_idx = 0;
 	}
 	ksmu_scan_forget_range(e, r, lo, hi,
 			       how == CUT_MOVED ? KSMU_FORGET_MOVED : KSMU_FORGET_UNMAPPED);
-	ksmu_scan_forget_range(e, r, r->start, lo, KSMU_FORGET_MOVED);
-	ksmu_scan_forget_range(e, r, hi, r->end, KSMU_FORGET_MOVED);
 	ksmu_region_erase(&e->regions, r);
 	e->nr_regions--;
 	e->pages_tracked -= r->nr_pages;
 	if (tracked && how == CUT_UNREGISTER)
 		ksmu_tracker_unregister(&e->tracker, lo, hi - lo);
+	if (left) {
+		ksmu_region_insert(&e->regions, left);
+		e->nr_regions++;
+		e->pages_tracked += left->nr_pages;
+	}
+	if (right) {
+		ksmu_region_insert(&e->regions, right);
+		e->nr_regions++;
+		e->pages_tracked += right->nr_pages;
+	}
 	ksmu_region_free(&e->arena, r);
-	if (keep_lo_start < lo)
-		ret = add_region_reg(e, keep_lo_start, lo, true, tracked);
-	if (!ret && hi < keep_hi_end)
-		ret = add_region_reg(e, hi, keep_hi_end, true, tracked);
+	if (fresh) {
+		/* the kept parts, registered as before, with fresh records */
+		if (r_start < lo)
+			ret = add_region_reg(e, r_start, lo, true, tracked);
+		if (!ret && hi < r_end)
+			ret = add_region_reg(e, hi, r_end, true, tracked);
+	}
 	return ret;
 }
 
@@ -674,9 +706,35 @@ struct zap_range {
 	uintptr_t start, end;
 };
 
+/*
+ * The set is an array grown with mmap/mremap, never malloc: the reader
+ * holds zap_lock while it answers faults, and an application thread that
+ * waits for such an answer may hold the allocator's lock.
+ */
 static pthread_mutex_t zap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct zap_range *zaps;
 static size_t nr_zaps, zaps_cap;
+
+static bool zap_reserve_locked(size_t more)
+{
+	size_t cap = zaps_cap ? zaps_cap : 256;
+	void *p;
+
+	if (nr_zaps + more <= zaps_cap)
+		return true;
+	while (cap < nr_zaps + more)
+		cap *= 2;
+	if (zaps)
+		p = mremap(zaps, zaps_cap * sizeof(*zaps), cap * sizeof(*zaps), MREMAP_MAYMOVE);
+	else
+		p = mmap(NULL, cap * sizeof(*zaps), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return false;
+	zaps = p;
+	zaps_cap = cap;
+	return true;
+}
 
 static void zap_remove_locked(uintptr_t start, uintptr_t end)
 {
@@ -691,11 +749,18 @@ static void zap_remove_locked(uintptr_t start, uintptr_t end)
 			zaps[i] = zaps[--nr_zaps];
 		} else if (z->start < start && z->end > end) {
 			/* split: keep the head here, append the tail */
-			if (nr_zaps == zaps_cap) {
-				/* cannot split: keep it whole (zeros for a few more pages) */
+			if (!zap_reserve_locked(1)) {
+				/*
+				 * No memory for the tail: drop it instead of keeping
+				 * pages marked that were not dropped.  Never seen.
+				 */
+				pr_err("out of memory: forgetting dropped range %#lx-%#lx",
+				       (unsigned long)end, (unsigned long)zaps[i].end);
+				zaps[i].end = start;
 				i++;
 				continue;
 			}
+			z = &zaps[i];
 			zaps[nr_zaps].start = end;
 			zaps[nr_zaps].end = z->end;
 			nr_zaps++;
@@ -719,65 +784,78 @@ void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&zap_lock);
 }
 
-static void zap_add(uintptr_t start, uintptr_t end)
+void ksmu_engine_zap_lock(bool on)
+{
+	if (on)
+		pthread_mutex_lock(&zap_lock);
+	else
+		pthread_mutex_unlock(&zap_lock);
+}
+
+void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end)
 {
 	size_t i;
 
-	pthread_mutex_lock(&zap_lock);
 	for (i = 0; i < nr_zaps; i++) {
 		/* grow an overlapping or adjacent range */
 		if (zaps[i].start <= end && start <= zaps[i].end) {
 			zaps[i].start = KSMU_MIN(zaps[i].start, start);
 			zaps[i].end = KSMU_MAX(zaps[i].end, end);
-			pthread_mutex_unlock(&zap_lock);
 			return;
 		}
 	}
-	if (nr_zaps == zaps_cap) {
-		size_t cap = zaps_cap ? zaps_cap * 2 : 64;
-		struct zap_range *p = realloc(zaps, cap * sizeof(*p));
-
-		if (!p) {
-			/*
-			 * Cannot remember it: the dropped store pages would be
-			 * faulted back with their old content.  Never seen; say so.
-			 */
-			pthread_mutex_unlock(&zap_lock);
-			pr_err("out of memory: MADV_DONTNEED of %#lx-%#lx may read old content",
-			       (unsigned long)start, (unsigned long)end);
-			return;
-		}
-		zaps = p;
-		zaps_cap = cap;
+	if (!zap_reserve_locked(1)) {
+		/*
+		 * Cannot remember it: the dropped store pages would be faulted
+		 * back with their old content.  Never seen; say so.
+		 */
+		pr_err("out of memory: MADV_DONTNEED of %#lx-%#lx may read old content",
+		       (unsigned long)start, (unsigned long)end);
+		return;
 	}
 	zaps[nr_zaps].start = start;
 	zaps[nr_zaps].end = end;
 	nr_zaps++;
-	pthread_mutex_unlock(&zap_lock);
 }
 
-static bool zap_has(uintptr_t addr)
+void ksmu_engine_zap_test_locked(uintptr_t start, size_t n, uint64_t *mask)
 {
-	bool hit = false;
+	uintptr_t end = start + (n << KSMU_PAGE_SHIFT);
 	size_t i;
 
-	pthread_mutex_lock(&zap_lock);
 	for (i = 0; i < nr_zaps; i++) {
-		if (addr >= zaps[i].start && addr < zaps[i].end) {
-			hit = true;
-			break;
+		uintptr_t a = KSMU_MAX(zaps[i].start, start), b = KSMU_MIN(zaps[i].end, end);
+
+		for (a &= KSMU_PAGE_MASK; a < b; a += KSMU_PAGE_SIZE) {
+			size_t k = (a - start) >> KSMU_PAGE_SHIFT;
+
+			mask[k / 64] |= 1ULL << (k % 64);
 		}
 	}
-	pthread_mutex_unlock(&zap_lock);
-	return hit;
 }
 
-/* The reader's immediate part of an event: before queueing, without the lock. */
+static bool zap_has_locked(uintptr_t addr)
+{
+	size_t i;
+
+	for (i = 0; i < nr_zaps; i++)
+		if (addr >= zaps[i].start && addr < zaps[i].end)
+			return true;
+	return false;
+}
+
+/*
+ * The reader's immediate part of an event: before queueing, without the
+ * engine lock, with zap_lock held since the read.  Return: true if nothing
+ * is left to apply.
+ */
 static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 {
+	uintptr_t staging = __atomic_load_n(&e->merger.staging, __ATOMIC_SEQ_CST);
+
 	switch (ev->kind) {
 	case KSMU_UFFD_FAULT: {
-		bool zero = zap_has(ev->start);
+		bool zero = zap_has_locked(ev->start);
 
 		/*
 		 * On failure (EAGAIN while an event is pending, EEXIST if the
@@ -786,17 +864,24 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 		 * page is really in place.
 		 */
 		if (ksmu_tracker_resolve_minor(&e->tracker, ev->start, zero) == 0 && zero)
-			ksmu_engine_zap_forget(ev->start, ev->start + KSMU_PAGE_SIZE);
+			zap_remove_locked(ev->start, ev->start + KSMU_PAGE_SIZE);
 		__atomic_fetch_add(zero ? &e->dd.minor_zero : &e->dd.minor_store, 1,
 				   __ATOMIC_RELAXED);
 		return true; /* nothing to apply */
 	}
 	case KSMU_UFFD_REMOVE:
 		if (e->tracker.minor && __atomic_load_n(&e->ever_merged, __ATOMIC_ACQUIRE))
-			zap_add(ev->start, ev->end);
+			ksmu_engine_zap_add_locked(ev->start, ev->end);
 		return false;
 	case KSMU_UFFD_UNMAP:
-		ksmu_engine_zap_forget(ev->start, ev->end);
+		/* the merger's staged store mapping leaving for the run (merge.c) */
+		if (staging && ev->start == staging)
+			return true;
+		zap_remove_locked(ev->start, ev->end);
+		return false;
+	case KSMU_UFFD_REMAP:
+		if (staging && ev->start == staging)
+			return true;
 		return false;
 	default:
 		return false;
@@ -814,27 +899,52 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
  * dropped and every record is forgotten instead (records are re-made on
  * the next pass; store references of unmapped ranges leak).
  */
+/* The merger's REMOVE descriptors, once it is set up with hooks (dedup.c). */
+static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
+{
+	if (!__atomic_load_n(&e->merger_hooked, __ATOMIC_ACQUIRE))
+		return false;
+	ksmu_merger_event_fds(&e->merger, fds);
+	return true;
+}
+
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
-	struct pollfd pfd = {.fd = e->tracker.fd, .events = POLLIN};
 	static struct ksmu_uffd_event q[EVENT_QUEUE];
 	struct ksmu_uffd_event in[16];
+	struct pollfd pfd[3];
 	size_t n = 0, i;
-	bool lost = false;
+	bool lost = false, merger_busy = false;
+	int mfds[2];
 
 	for (;;) {
-		int r, j;
+		int r, j, nfd = 1;
 
-		if (poll(&pfd, 1, (n || lost) ? 1 : -1) < 0 && errno != EINTR) {
+		pfd[0].fd = e->tracker.fd;
+		pfd[0].events = POLLIN;
+		if (merger_fds_ready(e, mfds)) {
+			for (j = 0; j < 2; j++) {
+				if (mfds[j] < 0)
+					continue;
+				pfd[nfd].fd = mfds[j];
+				pfd[nfd].events = POLLIN;
+				nfd++;
+			}
+		}
+		if (poll(pfd, (nfds_t)nfd, (n || lost || merger_busy) ? 1 : -1) < 0 &&
+		    errno != EINTR) {
 			pr_err("event reader: poll failed: %s", strerror(errno));
 			return NULL;
 		}
-		/* Read first, without the lock: that is what lets the caller go. */
+		/*
+		 * Read first, without the engine lock: that is what lets the
+		 * caller go.  zap_lock is held from each read until its REMOVEs
+		 * are in the set (merge.c, ZAPS).
+		 */
 		for (;;) {
+			pthread_mutex_lock(&zap_lock);
 			r = ksmu_tracker_read_events(&e->tracker, in, KSMU_ARRAY_SIZE(in));
-			if (r <= 0)
-				break;
 			for (j = 0; j < r; j++) {
 				if (event_now(e, &in[j]))
 					continue;
@@ -843,7 +953,15 @@ static void *events_main(void *arg)
 				else
 					lost = true;
 			}
+			pthread_mutex_unlock(&zap_lock);
+			if (r <= 0)
+				break;
 		}
+		/* REMOVEs the merger's windows left behind (merge.c, ZAPS) */
+		merger_busy = false;
+		for (j = 1; j < nfd; j++)
+			if ((pfd[j].revents & POLLIN) && ksmu_merger_drain(&e->merger) == -EBUSY)
+				merger_busy = true;
 		if (!n && !lost)
 			continue;
 		if (pthread_mutex_trylock(&e->lock))

@@ -93,6 +93,7 @@ struct ksmu_counters {
  * @wruns:       scratch for written runs
  * @need_child_restart: set in a forked child until its thread is restarted
  * @merger:      merge windows of the scanner (valid while @merger_state > 0)
+ * @merge_hooks: how @merger works with the tracker (dedup.c)
  * @merger_state: 0 not tried yet, 1 ready, -errno unavailable
  * @merging_now: the region being scanned merges (ksmu_dedup_active())
  * @stores:      every store of the engine (dedup.c)
@@ -104,6 +105,8 @@ struct ksmu_counters {
  * @vmas_since_count: VMAs merges may have added since (2 per merge)
  * @dd:          merging counters (minor_* written by the reader, atomically)
  * @ever_merged: a merge happened (atomic; tells the reader to keep REMOVE ranges)
+ * @merger_hooked: @merger is set up with the tracker's hooks (atomic; the
+ *               reader then also drains its REMOVE descriptors)
  */
 struct ksmu_engine {
 	pthread_mutex_t lock;
@@ -136,6 +139,7 @@ struct ksmu_engine {
 	bool need_child_restart;
 
 	struct ksmu_merger merger;
+	struct ksmu_merge_hooks merge_hooks;
 	int merger_state;
 	bool merging_now;
 	struct ksmu_pstore *stores;
@@ -147,6 +151,7 @@ struct ksmu_engine {
 	uint64_t vmas_since_count;
 	struct ksmu_dedup_stats dd;
 	bool ever_merged;
+	int merger_hooked;
 };
 
 /** The process's engine, initialised on first use; NULL if that failed. */
@@ -187,8 +192,18 @@ int ksmu_knob_get(struct ksmu_engine *e, const char *name, unsigned long *value)
 void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s);
 
 /* engine.c */
-/** Forget [start, end) in the set of dropped ranges (a merge re-maps it). */
+/*
+ * The set of ranges the application dropped (MADV_DONTNEED) while they may
+ * map store pages; the reader answers MINOR faults there with zeros.
+ */
+/** Forget [start, end) in the set (a merge re-maps it). */
 void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end);
+/** Lock (@on) or unlock the set; the reader holds it from read to set. */
+void ksmu_engine_zap_lock(bool on);
+/** (locked) Add a dropped range. */
+void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end);
+/** (locked) Set bit i of @mask for each dropped page i of @n pages at @start. */
+void ksmu_engine_zap_test_locked(uintptr_t start, size_t n, uint64_t *mask);
 /** Switch the tracker for all regions (dirty_tracker knob); lock held. */
 int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode);
 

@@ -276,7 +276,8 @@ static bool uffd_sleepers(int uffd)
  * Return: 0, or the -errno of the first page that could not be moved;
  * *moved is the length moved in both cases.
  */
-static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t *moved)
+static int move_range_mode(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t *moved,
+			   uint64_t extra_mode)
 {
 	struct uffdio_move mv;
 	size_t done = 0;
@@ -287,7 +288,7 @@ static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t
 		mv.dst = dst + done;
 		mv.src = src + done;
 		mv.len = len - done;
-		mv.mode = UFFDIO_MOVE_MODE_DONTWAKE;
+		mv.mode = UFFDIO_MOVE_MODE_DONTWAKE | extra_mode;
 		if (ioctl(uffd, UFFDIO_MOVE, &mv) == 0) {
 			done = len;
 			break;
@@ -306,9 +307,178 @@ static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t
 	return 0;
 }
 
+static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t *moved)
+{
+	return move_range_mode(uffd, dst, src, len, moved, 0);
+}
+
+/* ---------------------------------------------------------------- zaps */
+
+/*
+ * ZAPS (with hooks)
+ *   The application may MADV_DONTNEED a page at any moment, and must read
+ *   zeros afterwards.  A store mapping cannot give zeros by itself (after a
+ *   zap the kernel faults the store page back in), so the tracker registers
+ *   store mappings MINOR and its reader answers faults of dropped pages
+ *   with zeros; the caller's "zap set" says which pages were dropped.  A
+ *   window must not let a drop slip between the registrations:
+ *
+ *   - madvise(MADV_DONTNEED) on a uffd-registered range with EVENT_REMOVE
+ *     queues the event, lets go of the mmap lock, waits until the event is
+ *     read, then looks the VMA up again and zaps whatever is there now,
+ *     without a second event.  So whoever reads a REMOVE must put it in the
+ *     zap set before anybody can fault the page (hooks->zap_lock held from
+ *     the read on), and a REMOVE for a run must not be read while the run
+ *     is still a registered anonymous range that is about to be replaced.
+ *   - Before a window acts, drops announced to the tracker while the run was
+ *     still registered there must be in the zap set: the window waits until
+ *     the tracker has no unread event (settle(); UFFDIO_WRITEPROTECT on an
+ *     unregistered range fails with EAGAIN exactly while an event is
+ *     pending, ENOENT otherwise), then looks the run up in the set.  Every
+ *     madvise that saw the tracker's VMA incremented the tracker's
+ *     mmap_changing before our UFFDIO_UNREGISTER got the mmap lock.
+ *   - Runs are registered on @run_uffd (EVENT_REMOVE).  A merge window reads
+ *     it after the store mapping, already armed with the tracker, has
+ *     replaced the run (mremap of a staged mapping: the registration moves
+ *     with it, no instant without it); the released madvise then zaps the
+ *     store mapping and the reader answers zeros.  On the failure path a
+ *     REMOVE read early (the MOVE back waits for it) is harmless: the run is
+ *     still registered MISSING, every access waits, and the dropped pages
+ *     are simply not moved back.
+ *   - An unmerge window registers @wp_uffd (EVENT_REMOVE) and reads it only
+ *     after the mremap that makes the range anonymous (the madvise then
+ *     zaps the anonymous pages) or after the undo re-armed the store
+ *     mapping.  If a REMOVE blocks UFFDIO_WRITEPROTECT the window is undone
+ *     and retried (-EAGAIN): reading it early would let a reader fault the
+ *     store page back.
+ *   - madvise queues its event after dropping the mmap lock, so one may
+ *     arrive after the window's last read: ksmu_merger_drain() (the
+ *     tracker's reader, between windows) reads those.
+ */
+
+/* Read every pending message of @fd; see ZAPS.  Caller holds zap_lock. */
+static bool drain_fd(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uint64_t *mask)
+{
+	uintptr_t run_end = run + (n << KSMU_PAGE_SHIFT);
+	struct uffd_msg msg[8];
+	bool hit = false;
+	ssize_t r;
+	size_t i;
+
+	while ((r = read(fd, msg, sizeof(msg))) > 0) {
+		for (i = 0; i < (size_t)r / sizeof(msg[0]); i++) {
+			uintptr_t a, b;
+
+			/* Page faults of the run: the window's wake answers them. */
+			if (msg[i].event != UFFD_EVENT_REMOVE)
+				continue;
+			a = (uintptr_t)msg[i].arg.remove.start;
+			b = (uintptr_t)msg[i].arg.remove.end;
+			m->hooks->zap_add(m->hooks->arg, a, b);
+			if (!mask || b <= run || a >= run_end)
+				continue;
+			hit = true;
+			a = KSMU_MAX(a, run);
+			b = KSMU_MIN(b, run_end);
+			for (; a < b; a += KSMU_PAGE_SIZE) {
+				size_t k = (a - run) >> KSMU_PAGE_SHIFT;
+
+				mask[k / 64] |= 1ULL << (k % 64);
+			}
+		}
+	}
+	return hit;
+}
+
+static bool drain(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uint64_t *mask)
+{
+	bool hit;
+
+	m->hooks->zap_lock(m->hooks->arg, true);
+	hit = drain_fd(m, fd, run, n, mask);
+	m->hooks->zap_lock(m->hooks->arg, false);
+	return hit;
+}
+
+void ksmu_merger_event_fds(const struct ksmu_merger *m, int fds[2])
+{
+	fds[0] = m->hooks ? m->run_uffd : -1;
+	fds[1] = m->hooks ? m->wp_uffd : -1;
+}
+
+int ksmu_merger_drain(struct ksmu_merger *m)
+{
+	if (!m->hooks)
+		return 0;
+	if (pthread_mutex_trylock(&m->events_lock))
+		return -EBUSY;
+	m->hooks->zap_lock(m->hooks->arg, true);
+	drain_fd(m, m->run_uffd, 0, 0, NULL);
+	if (m->wp_uffd >= 0)
+		drain_fd(m, m->wp_uffd, 0, 0, NULL);
+	m->hooks->zap_lock(m->hooks->arg, false);
+	pthread_mutex_unlock(&m->events_lock);
+	return 0;
+}
+
+/* Spins (with sched_yield) for at most this many probes: a few milliseconds. */
+#define SETTLE_TRIES 2000
+
+/*
+ * Wait until the tracker has no unread event, then collect the pages of
+ * the run it reported dropped (ZAPS).  @probe: any address range not
+ * registered with the tracker.  Return: 0, or -EBUSY if it did not settle.
+ */
+static int settle(struct ksmu_merger *m, uintptr_t probe, uintptr_t run, size_t n, uint64_t *mask)
+{
+	struct uffdio_writeprotect wp;
+	int tries;
+
+	for (tries = 0;; tries++) {
+		memset(&wp, 0, sizeof(wp));
+		wp.range.start = probe;
+		wp.range.len = KSMU_PAGE_SIZE;
+		if (ioctl(m->hooks->tracker_fd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN) {
+			if (tries >= SETTLE_TRIES)
+				return -EBUSY;
+			sched_yield();
+			continue;
+		}
+		break; /* ENOENT: nothing pending (any other answer: nothing pending either) */
+	}
+	m->hooks->zap_lock(m->hooks->arg, true);
+	m->hooks->zap_test(m->hooks->arg, run, n, mask);
+	m->hooks->zap_lock(m->hooks->arg, false);
+	return 0;
+}
+
+static bool mask_any(const uint64_t *mask, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < (n + 63) / 64; i++)
+		if (mask[i])
+			return true;
+	return false;
+}
+
+static bool mask_bit(const uint64_t *mask, size_t k)
+{
+	return mask[k / 64] >> (k % 64) & 1;
+}
+
+#define MASK_WORDS (KSMU_MERGE_MAX_RUN / 64)
+
 /* ---------------------------------------------------------------- merger */
 
+static int unmerge_open(struct ksmu_merger *m);
+
 int ksmu_merger_init(struct ksmu_merger *m)
+{
+	return ksmu_merger_init_hooks(m, NULL);
+}
+
+int ksmu_merger_init_hooks(struct ksmu_merger *m, const struct ksmu_merge_hooks *hooks)
 {
 	size_t len = (size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT;
 	void *p;
@@ -316,9 +486,11 @@ int ksmu_merger_init(struct ksmu_merger *m)
 
 	memset(m, 0, sizeof(*m));
 	m->uffd = -1;
+	m->run_uffd = -1;
 	m->wp_uffd = -1;
 	m->maps_fd = -1;
 	m->pagemap_fd = -1;
+	pthread_mutex_init(&m->events_lock, NULL);
 	pthread_once(&atfork_once, atfork_register);
 	if (atfork_err)
 		return atfork_err;
@@ -347,9 +519,27 @@ int ksmu_merger_init(struct ksmu_merger *m)
 		goto out_unmap;
 
 	m->uffd = fd;
+	m->run_uffd = fd;
 	m->scratch = (uintptr_t)p;
 	m->scratch_pages = KSMU_MERGE_MAX_RUN;
 	m->fork_gen = atomic_load(&fork_gen);
+	if (hooks) {
+		/* Runs on their own uffd, with REMOVE events (ZAPS). */
+		fd = ksmu_probe_uffd_open_kernel_faults(UFFD_FEATURE_MOVE | UFFD_FEATURE_EVENT_REMOVE,
+							NULL);
+		if (fd < 0) {
+			ksmu_merger_destroy(m);
+			return fd == -EINVAL ? -EOPNOTSUPP : fd;
+		}
+		m->run_uffd = fd;
+		m->hooks = hooks;
+		/* The unmerge uffd now, so that its descriptor never changes. */
+		err = unmerge_open(m);
+		if (err && err != -EOPNOTSUPP) {
+			ksmu_merger_destroy(m);
+			return err;
+		}
+	}
 	return 0;
 
 out_unmap:
@@ -369,6 +559,8 @@ void ksmu_merger_destroy(struct ksmu_merger *m)
 		munmap((void *)m->scratch, m->scratch_pages << KSMU_PAGE_SHIFT);
 	if (m->unmerge_scratch && m->fork_gen == atomic_load(&fork_gen))
 		munmap((void *)m->unmerge_scratch, (size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT);
+	if (m->run_uffd >= 0 && m->run_uffd != m->uffd)
+		close(m->run_uffd);
 	if (m->uffd >= 0)
 		close(m->uffd);
 	if (m->wp_uffd >= 0)
@@ -381,6 +573,8 @@ void ksmu_merger_destroy(struct ksmu_merger *m)
 	m->maps_fd = -1;
 	m->pagemap_fd = -1;
 	m->unmerge_scratch = 0;
+	m->run_uffd = -1;
+	m->hooks = NULL;
 	m->uffd = -1;
 	m->scratch = 0;
 	m->scratch_pages = 0;
@@ -480,7 +674,8 @@ static int recreate_anon(struct ksmu_merger *m, uintptr_t addr, size_t off, size
 	err = uffd_register(m->uffd, addr + off, len - off);
 	if (err)
 		return err;
-	err = move_range(m->uffd, addr + off, m->scratch + off, len - off, &moved);
+	err = move_range_mode(m->uffd, addr + off, m->scratch + off, len - off, &moved,
+			      UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
 	uffd_unregister(m->uffd, addr + off, len - off);
 	return err;
 }
@@ -509,12 +704,87 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * (4a) with hooks: map the store pages at a free address, fault them in,
+ * arm them with the tracker, and mremap() them over the run: one atomic
+ * replacement under the mmap lock, registration, page-table entries and
+ * write-protect bits included (ZAPS).  The tracker's reader sees a REMAP
+ * (and an UNMAP) of @staging, which it ignores; @staging is cleared under
+ * the zap lock, which the reader holds from reading an event until it has
+ * looked at it, so it never sees our events after the clear.
+ */
+static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int fd, off_t off,
+			  int *populate_err, bool *gone)
+{
+	long r;
+	void *s;
+	int err;
+
+	r = syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, off);
+	if (r == -1)
+		return -errno;
+	s = (void *)r;
+	if (madvise(s, len, MADV_POPULATE_READ) < 0)
+		*populate_err = -errno; /* armed MINOR: the reader maps it on access */
+	__atomic_store_n(&m->staging, (uintptr_t)s, __ATOMIC_SEQ_CST);
+	err = m->hooks->arm(m->hooks->arg, (uintptr_t)s, len);
+	if (!err) {
+		r = syscall(SYS_mremap, s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr);
+		if (r == -1) {
+			err = -errno;
+			/* mremap() unmaps the destination first: is the run still there? */
+			*gone = msync((void *)addr, len, MS_ASYNC) < 0 && errno == ENOMEM;
+		}
+	}
+	if (err)
+		syscall(SYS_munmap, s, len);
+	return err;
+}
+
+/*
+ * (4b) Put the first @npages pages of the run back from the scratch area,
+ * through @run_uffd (a MOVE destination must be registered with the uffd
+ * used).  With hooks, an unread REMOVE of the run makes the MOVE fail with
+ * EAGAIN: read it, and leave the dropped pages dropped (ZAPS).
+ * Return: 0, or the -errno of page *done, the first not handled.
+ */
+static int move_back(struct ksmu_merger *m, uintptr_t addr, size_t n, size_t npages,
+		     uint64_t *zmask, size_t *done)
+{
+	size_t i = 0, j, got;
+	int err = 0, rounds = 0;
+
+	while (i < npages) {
+		if (m->hooks && mask_bit(zmask, i)) {
+			i++;
+			continue;
+		}
+		for (j = i; j < npages && !(m->hooks && mask_bit(zmask, j)); j++)
+			;
+		err = move_range(m->run_uffd, addr + (i << KSMU_PAGE_SHIFT),
+				 m->scratch + (i << KSMU_PAGE_SHIFT), (j - i) << KSMU_PAGE_SHIFT, &got);
+		i += got >> KSMU_PAGE_SHIFT;
+		if (!err)
+			continue;
+		if (err == -EAGAIN && m->hooks && rounds++ < SETTLE_TRIES) {
+			drain(m, m->run_uffd, addr, n, zmask);
+			sched_yield();
+			err = 0;
+			continue;
+		}
+		break;
+	}
+	*done = i;
+	return err;
+}
+
 int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd, size_t first_idx,
 		   const void *expected, size_t *bad)
 {
 	size_t len = n << KSMU_PAGE_SHIFT, moved = 0, back = 0, culprit = 0, i;
 	const unsigned char *exp = expected;
-	bool mapped_failed = false, contended;
+	uint64_t zmask[MASK_WORDS] = {0};
+	bool mapped_failed = false, contended, hooked = m->hooks != NULL;
 	int err, back_err = 0, populate_err = 0;
 	uint64_t t0, dt;
 	void *p;
@@ -527,6 +797,8 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 		return err;
 	}
 
+	if (hooked)
+		pthread_mutex_lock(&m->events_lock);
 	window_enter();
 	t0 = now_ns();
 	/*
@@ -537,13 +809,32 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 * From here on, any thread that faults on an empty PTE of the run
 	 * sleeps until (5); present pages are read and written as before.
 	 */
-	err = uffd_register(m->uffd, addr, len);
+	err = uffd_register(m->run_uffd, addr, len);
 	if (err) {
 		window_exit();
+		if (hooked)
+			pthread_mutex_unlock(&m->events_lock);
 		if (err == -EBUSY)
 			err = -EEXIST;
 		m->stats.errors++;
 		return err;
+	}
+
+	/*
+	 * (1b) With hooks: a drop announced to the tracker before (1) and not
+	 * yet carried out must win (ZAPS): leave the run to the application.
+	 */
+	if (hooked) {
+		err = settle(m, m->scratch, addr, n, zmask);
+		if (err) {
+			m->stats.unsettled++;
+			goto out_move_back;
+		}
+		if (mask_any(zmask, n)) {
+			m->stats.zapped++;
+			err = -ENOENT;
+			goto out_move_back;
+		}
 	}
 
 	/*
@@ -560,6 +851,8 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 * process is not exclusive: EBUSY as well (after the child exits, until
 	 * the page is written again).  munmap/mremap of the run between (1)
 	 * and here makes the MOVE fail (ENOENT/EINVAL): reported, nothing moved.
+	 * The MOVE goes through @uffd, with which the scratch area is
+	 * registered; the run may be registered with @run_uffd.
 	 */
 	err = move_range(m->uffd, m->scratch, addr, len, &moved);
 	if (err) {
@@ -583,32 +876,48 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	}
 
 	/*
-	 * (4a) Replace.  MAP_FIXED swaps the registered VMA for the store
-	 * mapping under the mmap lock (the registration goes with the old VMA:
-	 * no UFFDIO_UNREGISTER).  munmap, mremap, MAP_FIXED or MADV_DONTNEED of
-	 * the run by the application between (2) and here cannot be detected
-	 * atomically from user space: we would map the store over memory the
-	 * application gave up (or over its new mapping there), or bring back
-	 * content it dropped.  Callers that cannot rule those out hold them off
-	 * with ksmu_merge_exclude_begin() (the preload shim does, around the
-	 * calls it interposes).  fork() is held off already (atfork_prepare()).
+	 * (4a) Replace.  MAP_FIXED (or, with hooks, mremap of the armed store
+	 * mapping) swaps the registered VMA for the store mapping under the
+	 * mmap lock (the registration goes with the old VMA: no
+	 * UFFDIO_UNREGISTER).  munmap, mremap or MAP_FIXED of the run by the
+	 * application between (2) and here cannot be detected atomically from
+	 * user space: we would map the store over memory the application gave
+	 * up (or over its new mapping there).  Callers that cannot rule those
+	 * out hold them off with ksmu_merge_exclude_begin() (the preload shim
+	 * does, around the calls it interposes).  MADV_DONTNEED is safe with
+	 * hooks (ZAPS).  fork() is held off already (atfork_prepare()).
 	 */
-	p = map_store(addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT));
-	if (p == MAP_FAILED) {
-		err = -errno;
-		mapped_failed = true;
-		goto out_move_back;
+	if (hooked) {
+		err = replace_staged(m, addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT),
+				     &populate_err, &mapped_failed);
+		/* clear @staging and read the run's REMOVEs, under the zap lock */
+		m->hooks->zap_lock(m->hooks->arg, true);
+		__atomic_store_n(&m->staging, 0, __ATOMIC_SEQ_CST);
+		if (!err)
+			drain_fd(m, m->run_uffd, 0, 0, NULL);
+		m->hooks->zap_lock(m->hooks->arg, false);
+		if (err)
+			goto out_move_back;
+	} else {
+		p = map_store(addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT));
+		if (p == MAP_FAILED) {
+			err = -errno;
+			mapped_failed = true;
+			goto out_move_back;
+		}
 	}
 	/*
 	 * (5) Wake now rather than after populating: the sleepers retry at once
 	 * and fault the store page in themselves if they win the race.
 	 */
-	contended = uffd_sleepers(m->uffd);
-	uffd_wake(m->uffd, addr, len);
+	contended = uffd_sleepers(m->run_uffd);
+	uffd_wake(m->run_uffd, addr, len);
 	dt = now_ns() - t0;
-	if (madvise((void *)addr, len, MADV_POPULATE_READ) < 0)
+	if (!hooked && madvise((void *)addr, len, MADV_POPULATE_READ) < 0)
 		populate_err = -errno;
 	window_exit();
+	if (hooked)
+		pthread_mutex_unlock(&m->events_lock);
 
 	/*
 	 * The scratch pages hold the old copies, now unused.  Nothing but this
@@ -634,27 +943,43 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 out_move_back:
 	/*
 	 * (4b) Put back what was moved: the same pages at the same addresses.
-	 * The run is still registered with our uffd, as a MOVE destination must
-	 * be.  This fails only if the application unmapped or remapped the run
-	 * during the window (or, before 6.12, if our failed mmap took it away).
+	 * The run is still registered, as a MOVE destination must be.  This
+	 * fails only if the application unmapped or remapped the run during
+	 * the window (or our failed mmap/mremap took it away).  Pages the
+	 * application dropped meanwhile stay dropped (ZAPS).
 	 */
 	if (moved) {
-		back_err = move_range(m->uffd, addr, m->scratch, moved, &back);
-		if (back_err && mapped_failed)
+		size_t npages = moved >> KSMU_PAGE_SHIFT;
+
+		back_err = move_back(m, addr, n, npages, zmask, &back);
+		back <<= KSMU_PAGE_SHIFT;
+		if (back_err && mapped_failed) {
+			/* the pages dropped meanwhile are not brought back: holes */
+			for (i = back >> KSMU_PAGE_SHIFT; hooked && i < npages; i++)
+				if (mask_bit(zmask, i))
+					madvise((void *)(m->scratch + (i << KSMU_PAGE_SHIFT)),
+						KSMU_PAGE_SIZE, MADV_DONTNEED);
 			back_err = recreate_anon(m, addr, back, moved);
-		if (back_err)
-			madvise((void *)(m->scratch + back), moved - back, MADV_DONTNEED);
+		}
+		if (back_err || (hooked && mask_any(zmask, n)))
+			madvise((void *)m->scratch, moved, MADV_DONTNEED);
 	}
-	contended = uffd_sleepers(m->uffd);
+	contended = uffd_sleepers(m->run_uffd);
 	/*
 	 * (5) UFFDIO_UNREGISTER wakes the sleepers of the range itself and lets
 	 * the VMA merge back with its neighbours; it fails harmlessly if the
 	 * application changed the range.  The explicit wake covers that case.
+	 * A REMOVE still unread is read after the unregistration: its madvise
+	 * then drops the anonymous pages, as it should.
 	 */
-	uffd_unregister(m->uffd, addr, len);
-	uffd_wake(m->uffd, addr, len);
+	uffd_unregister(m->run_uffd, addr, len);
+	if (hooked)
+		drain(m, m->run_uffd, 0, 0, NULL);
+	uffd_wake(m->run_uffd, addr, len);
 	dt = now_ns() - t0;
 	window_exit();
+	if (hooked)
+		pthread_mutex_unlock(&m->events_lock);
 
 	m->stats.windows++;
 	m->stats.windows_contended += contended;
@@ -896,22 +1221,35 @@ static int uffd_writeprotect(int uffd, uintptr_t start, size_t len)
 	return 0;
 }
 
+/* The unmerge uffd; with hooks it reports REMOVE events (ZAPS). */
+static int unmerge_open(struct ksmu_merger *m)
+{
+	uint64_t feat = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED;
+	int fd;
+
+	if (m->wp_uffd >= 0)
+		return 0;
+	if (m->hooks)
+		feat |= UFFD_FEATURE_EVENT_REMOVE;
+	fd = ksmu_probe_uffd_open_kernel_faults(feat, NULL);
+	if (fd == -EINVAL)
+		return -EOPNOTSUPP; /* no uffd-wp on shmem (before 5.19) */
+	if (fd < 0)
+		return fd;
+	m->wp_uffd = fd;
+	return 0;
+}
+
 /* Open the unmerge machinery at first use: it is not needed to merge. */
 static int unmerge_setup(struct ksmu_merger *m)
 {
 	size_t len = (size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT;
 	void *p;
-	int fd;
+	int err;
 
-	if (m->wp_uffd < 0) {
-		fd = ksmu_probe_uffd_open_kernel_faults(
-		    UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED, NULL);
-		if (fd == -EINVAL)
-			return -EOPNOTSUPP; /* no uffd-wp on shmem (before 5.19) */
-		if (fd < 0)
-			return fd;
-		m->wp_uffd = fd;
-	}
+	err = unmerge_open(m);
+	if (err)
+		return err;
 	if (!m->unmerge_scratch) {
 		/*
 		 * Plain private anonymous read-write memory, no advice: the
@@ -952,6 +1290,32 @@ static int unmerge_check(const struct ksmu_merger *m, uintptr_t addr, size_t n)
 	return 0;
 }
 
+/*
+ * Set bit i of @mask for each page i of the range with nothing mapped: no
+ * page, no swap or migration entry (a uffd-wp marker reads as "swap"; the
+ * caller's zap set knows those pages).  Return: 0 or -errno.
+ */
+static int absent_pages(int pagemap_fd, uintptr_t addr, size_t n, uint64_t *mask)
+{
+	uint64_t e[64];
+	size_t i, done = 0, chunk;
+
+	if (pagemap_fd < 0)
+		return -EBADF;
+	while (done < n) {
+		chunk = KSMU_MIN(n - done, sizeof(e) / sizeof(e[0]));
+		if (pread(pagemap_fd, e, chunk * sizeof(e[0]),
+			  (off_t)(((addr >> KSMU_PAGE_SHIFT) + done) * sizeof(e[0]))) !=
+		    (ssize_t)(chunk * sizeof(e[0])))
+			return -EIO;
+		for (i = 0; i < chunk; i++)
+			if (!(e[i] & (KSMU_PM_PRESENT | KSMU_PM_SWAP)))
+				mask[(done + i) / 64] |= 1ULL << ((done + i) % 64);
+		done += chunk;
+	}
+	return 0;
+}
+
 /* Pages of the range that are COW copies (present, not a file page). */
 static size_t count_private(int pagemap_fd, uintptr_t addr, size_t n)
 {
@@ -975,7 +1339,14 @@ static size_t count_private(int pagemap_fd, uintptr_t addr, size_t n)
 
 int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n)
 {
+	return ksmu_unmerge_run_flags(m, addr, n, 0);
+}
+
+int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsigned int flags)
+{
 	const size_t slots = KSMU_MERGE_MAX_RUN;
+	uint64_t zmask[MASK_WORDS] = {0};
+	bool hooked = m->hooks != NULL;
 	size_t len = n << KSMU_PAGE_SHIFT, k, priv;
 	struct iovec liov, riov;
 	uintptr_t slot;
@@ -1003,19 +1374,43 @@ int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n)
 		k = slots - n;
 	slot = m->unmerge_scratch + (k << KSMU_PAGE_SHIFT);
 
+	if (hooked)
+		pthread_mutex_lock(&m->events_lock);
 	window_enter();
 	t0 = now_ns();
 	/* (1) Writers of the range wait from here on (see THE UNMERGE WINDOW). */
 	err = uffd_register_wp(m->wp_uffd, addr, len);
 	if (err) {
 		window_exit();
+		if (hooked)
+			pthread_mutex_unlock(&m->events_lock);
 		if (err == -EBUSY)
 			err = -EEXIST;
 		goto out_err;
 	}
+	/*
+	 * (1b) Pages the application dropped become zeros (ZAPS): those it
+	 * announced to the tracker, and, if the caller faulted everything
+	 * else in, those with nothing mapped.  No page can be dropped from
+	 * here to (3) without a REMOVE on @wp_uffd that waits for us.
+	 */
+	if (hooked) {
+		err = settle(m, m->scratch, addr, n, zmask);
+		if (err)
+			goto out_undo;
+	}
+	if (flags & KSMU_UNMERGE_ABSENT_IS_ZERO) {
+		err = absent_pages(m->pagemap_fd, addr, n, zmask);
+		if (err)
+			goto out_undo;
+	}
 	err = uffd_writeprotect(m->wp_uffd, addr, len);
-	if (err)
+	if (err) {
+		/* EAGAIN: a REMOVE of the range is waiting; see ZAPS. */
+		if (err == -EAGAIN && hooked)
+			m->stats.unmerge_retries++;
 		goto out_undo;
+	}
 	priv = count_private(m->pagemap_fd, addr, n);
 
 	/* (2) The content, as the application sees it now. */
@@ -1030,6 +1425,9 @@ int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n)
 			err = -EFAULT; /* "no such page": the range went away */
 		goto out_undo;
 	}
+	for (k = 0; k < n; k++)
+		if (mask_bit(zmask, k))
+			memset((void *)(slot + (k << KSMU_PAGE_SHIFT)), 0, KSMU_PAGE_SIZE);
 
 	/*
 	 * (3) Replace, atomically under the mmap lock.  Without the C library's
@@ -1041,10 +1439,15 @@ int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n)
 		err = -errno;
 		goto out_undo;
 	}
+	/* (3b) REMOVEs now drop the anonymous pages (ZAPS). */
+	if (hooked)
+		drain(m, m->wp_uffd, 0, 0, NULL);
 	/* (4) The waiting writers retry on the anonymous pages. */
 	uffd_wake(m->wp_uffd, addr, len);
 	dt = now_ns() - t0;
 	window_exit();
+	if (hooked)
+		pthread_mutex_unlock(&m->events_lock);
 
 	/*
 	 * Refill the hole the slot left: a new anonymous VMA with no anon_vma
@@ -1074,8 +1477,16 @@ out_undo:
 	 * The wake covers a range the application changed meanwhile.
 	 */
 	uffd_unregister(m->wp_uffd, addr, len);
+	if (hooked) {
+		/* Store mapping again: armed MINOR before a REMOVE is let go (ZAPS). */
+		if (m->hooks->arm(m->hooks->arg, addr, len))
+			m->stats.errors++; /* the caller re-arms after the window */
+		drain(m, m->wp_uffd, 0, 0, NULL);
+	}
 	uffd_wake(m->wp_uffd, addr, len);
 	window_exit();
+	if (hooked)
+		pthread_mutex_unlock(&m->events_lock);
 	/* (2) may have filled the slot: empty it (our own memory, cannot fail) */
 	KSMU_BUG_ON(madvise((void *)slot, len, MADV_DONTNEED) < 0);
 out_err:

@@ -7,6 +7,8 @@
 #ifndef KSMU_MERGE_H
 #define KSMU_MERGE_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +44,12 @@
  *                   COW-copied (a write after merge); their copy's pins, if
  *                   any, are NOT detected (see ksmu_unmerge_run())
  * @unmerge_ns:      total time unmerge windows were open, in nanoseconds
+ * @unsettled:       windows given up because the tracker kept an event
+ *                   unread (hooks only; retried later, nothing changed)
+ * @zapped:          windows that found the application dropping the run
+ *                   (MADV_DONTNEED) and left it dropped
+ * @unmerge_retries: unmerge windows undone because the application dropped
+ *                   a page of the range during the window (retried)
  */
 struct ksmu_merge_stats {
 	uint64_t windows;
@@ -60,6 +68,36 @@ struct ksmu_merge_stats {
 	uint64_t runs_unmerged;
 	uint64_t unmerged_private;
 	uint64_t unmerge_ns;
+	uint64_t unsettled;
+	uint64_t zapped;
+	uint64_t unmerge_retries;
+};
+
+/**
+ * struct ksmu_merge_hooks - how a merger cooperates with the caller's dirty
+ * tracker (a userfaultfd with EVENT_REMOVE, EVENT_UNMAP and EVENT_REMAP,
+ * and MINOR on store mappings), so that MADV_DONTNEED is never lost,
+ * whenever the application calls it (see ZAPS in merge.c).
+ * @arg:        passed to every hook
+ * @tracker_fd: the tracker's userfaultfd; windows wait until it has no
+ *              unread event (UFFDIO_WRITEPROTECT answers EAGAIN until then)
+ * @arm:        register [addr, addr + len), a fresh store mapping, WP|MINOR
+ *              with the tracker and write-protect it.  Return: 0 or -errno.
+ *              Called inside windows: must not allocate or log
+ * @zap_lock:   lock (@on) or unlock the caller's set of dropped ranges; the
+ *              tracker's reader must hold it from reading an event until the
+ *              event is in the set
+ * @zap_add:    (locked) the application dropped [start, end)
+ * @zap_test:   (locked) set bit i of @mask if page i of the @n pages at
+ *              @start was dropped and not faulted back since
+ */
+struct ksmu_merge_hooks {
+	void *arg;
+	int tracker_fd;
+	int (*arm)(void *arg, uintptr_t addr, size_t len);
+	void (*zap_lock)(void *arg, bool on);
+	void (*zap_add)(void *arg, uintptr_t start, uintptr_t end);
+	void (*zap_test)(void *arg, uintptr_t start, size_t n, uint64_t *mask);
 };
 
 /**
@@ -84,10 +122,26 @@ struct ksmu_merge_stats {
  * @maps_fd:       /proc/self/maps, for PROCMAP_QUERY; -1 when not open
  * @pagemap_fd:    /proc/self/pagemap (which unmerged pages were COW
  *                 copies, for stats.unmerged_private); -1 when not open
+ * @run_uffd:      with hooks, a third userfaultfd (MOVE, EVENT_REMOVE) on
+ *                 which runs are registered, so that the application's
+ *                 MADV_DONTNEED of a run during a window is reported (the
+ *                 scratch area stays on @uffd, which has no events: our own
+ *                 MADV_DONTNEED of it must not wait for a reader); without
+ *                 hooks the same as @uffd
+ * @hooks:         NULL, or the tracker's hooks (ksmu_merger_init_hooks())
+ * @staging:       while a store mapping is being moved into place, its
+ *                 temporary address: the tracker's reader must ignore the
+ *                 REMAP and UNMAP events of that address (read atomically)
+ * @events_lock:   held by a window from its start to its last read of
+ *                 @run_uffd / @wp_uffd; ksmu_merger_drain() trylocks it
  * @stats:         counters, written by the merging thread only
  */
 struct ksmu_merger {
 	int uffd;
+	int run_uffd;
+	const struct ksmu_merge_hooks *hooks;
+	uintptr_t staging;
+	pthread_mutex_t events_lock;
 	uintptr_t scratch;
 	size_t scratch_pages;
 	unsigned int fork_gen;
@@ -110,6 +164,31 @@ struct ksmu_merger {
  * Context: any thread; registers pthread_atfork() handlers once per process.
  */
 int ksmu_merger_init(struct ksmu_merger *m);
+
+/**
+ * ksmu_merger_init_hooks() - ksmu_merger_init() for a merger that works
+ * with a dirty tracker: runs are registered on a uffd with EVENT_REMOVE, the
+ * unmerge uffd is opened at once with EVENT_REMOVE, new store mappings are
+ * armed with the tracker before they replace a run, and windows wait for
+ * the tracker to settle.  Somebody must call ksmu_merger_drain() when
+ * ksmu_merger_event_fds() become readable (the tracker's reader thread).
+ * @hooks must outlive @m.  Return: as ksmu_merger_init().
+ */
+int ksmu_merger_init_hooks(struct ksmu_merger *m, const struct ksmu_merge_hooks *hooks);
+
+/**
+ * ksmu_merger_event_fds() - the descriptors whose REMOVE events
+ * ksmu_merger_drain() reads (-1 where none).
+ */
+void ksmu_merger_event_fds(const struct ksmu_merger *m, int fds[2]);
+
+/**
+ * ksmu_merger_drain() - read the REMOVE events a window left behind (an
+ * application madvise() that found a run registered just before the window
+ * ended) and hand them to hooks->zap_add.  Any thread.
+ * Return: 0, or -EBUSY if a window is open (it reads them itself; retry).
+ */
+int ksmu_merger_drain(struct ksmu_merger *m);
 
 /**
  * ksmu_merger_destroy() - close the userfaultfd and unmap the scratch area.
@@ -213,6 +292,23 @@ int ksmu_merge_page(struct ksmu_merger *m, uintptr_t addr, int store_fd, size_t 
  * holds windows off.
  */
 int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n);
+
+/*
+ * ksmu_unmerge_run_flags() flag: every page of the range that is not
+ * present was dropped by the application (MADV_DONTNEED) and must become a
+ * page of zeros, not the store page.  The caller guarantees it by faulting
+ * every other page in first (MADV_POPULATE_READ while the range is still
+ * registered MINOR with its tracker).
+ */
+#define KSMU_UNMERGE_ABSENT_IS_ZERO 0x1
+
+/**
+ * ksmu_unmerge_run_flags() - ksmu_unmerge_run() with flags.
+ * Return: as ksmu_unmerge_run(); with hooks also -EAGAIN: the application
+ * dropped a page of the range during the window, which was undone (the
+ * range is merged and armed again); retry.
+ */
+int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsigned int flags);
 
 /**
  * ksmu_unmerge_page() - ksmu_unmerge_run() of one page.

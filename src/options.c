@@ -272,4 +272,9 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->store_vmas = e->dd.store_vmas;
 	s->vmas_added = vmas;
 	s->vma_limit = e->vma_limit;
+	s->merge_zapped = e->merger.stats.zapped;
+	s->merge_unsettled = e->merger.stats.unsettled;
+	s->unmerge_retries = e->dd.unmerge_retries;
+	s->window_ns = e->merger.stats.window_ns;
+	s->window_ns_max = e->merger.stats.window_ns_max;
 }

@@ -14,10 +14,16 @@
  *   splitting a VMA does not affect them, and what lies under a range is
  *   re-checked by the scanner through the page tables on every visit.
  *
+ *   A region that loses a middle part (unregister, munmap) is replaced by
+ *   slices for what stays, which share the old region's chunks: the items
+ *   keep their place in the trees, their hashes and their store references.
+ *   A chunk counts the regions using it and is freed with the last one.
+ *
  * INVARIANTS
  *   - Regions in the tree are disjoint and non-empty.
- *   - chunks[k] covers pages [k * KSMU_CHUNK_ITEMS, ...) of the region and
- *     its header names this region.
+ *   - Page i of a region has item slot (i + first) of its chunk array;
+ *     chunk->users is the number of regions whose chunk arrays name it.
+ *   - Two regions never use the same item (slices are disjoint).
  *
  * LOCKING / THREADS
  *   Called with the engine lock held.
@@ -38,6 +44,7 @@ struct ksmu_region *ksmu_region_new(struct ksmu_arena *a, uintptr_t start, uintp
 		return NULL;
 	r->start = start;
 	r->end = end;
+	r->first = 0;
 	r->nr_pages = (end - start) >> KSMU_PAGE_SHIFT;
 	r->nr_chunks = (r->nr_pages + KSMU_CHUNK_ITEMS - 1) / KSMU_CHUNK_ITEMS;
 	r->chunks = calloc(r->nr_chunks, sizeof(*r->chunks));
@@ -52,6 +59,7 @@ struct ksmu_region *ksmu_region_new(struct ksmu_arena *a, uintptr_t start, uintp
 						(uint32_t)n);
 		if (!r->chunks[k])
 			goto out_chunks;
+		r->chunks[k]->users = 1;
 	}
 	return r;
 
@@ -69,9 +77,39 @@ void ksmu_region_free(struct ksmu_arena *a, struct ksmu_region *r)
 	size_t k;
 
 	for (k = 0; k < r->nr_chunks; k++)
-		ksmu_chunk_free(a, r->chunks[k]);
+		if (--r->chunks[k]->users == 0)
+			ksmu_chunk_free(a, r->chunks[k]);
 	free(r->chunks);
 	free(r);
+}
+
+struct ksmu_region *ksmu_region_slice(const struct ksmu_region *r, size_t from, size_t to)
+{
+	struct ksmu_region *s = calloc(1, sizeof(*s));
+	size_t k0 = (from + r->first) / KSMU_CHUNK_ITEMS;
+	size_t k1 = (to - 1 + r->first) / KSMU_CHUNK_ITEMS + 1;
+	size_t k;
+
+	KSMU_BUG_ON(from >= to || to > r->nr_pages);
+	if (!s)
+		return NULL;
+	s->chunks = calloc(k1 - k0, sizeof(*s->chunks));
+	if (!s->chunks) {
+		free(s);
+		return NULL;
+	}
+	s->start = r->start + (from << KSMU_PAGE_SHIFT);
+	s->end = r->start + (to << KSMU_PAGE_SHIFT);
+	s->nr_pages = to - from;
+	s->first = (from + r->first) % KSMU_CHUNK_ITEMS;
+	s->nr_chunks = k1 - k0;
+	s->wp_tracked = r->wp_tracked;
+	ksmu_rb_clear_node(&s->node);
+	for (k = k0; k < k1; k++) {
+		s->chunks[k - k0] = r->chunks[k];
+		r->chunks[k]->users++;
+	}
+	return s;
 }
 
 void ksmu_region_insert(struct ksmu_rb_root *root, struct ksmu_region *r)

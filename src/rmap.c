@@ -95,6 +95,7 @@ struct ksmu_chunk *ksmu_chunk_alloc(struct ksmu_arena *a, struct ksmu_region *re
 	c->nr_items = nr_items;
 	c->nr_hashed = 0;
 	c->nr_mapped = 0;
+	c->users = 0;
 	a->nr_used++;
 	return c;
 }

@@ -87,6 +87,7 @@ struct ksmu_chunk {
 	uint32_t nr_items;
 	uint32_t nr_hashed;
 	uint32_t nr_mapped;
+	uint32_t users; /* regions using the chunk (region.c) */
 };
 
 static inline struct ksmu_rmap_item *ksmu_chunk_items(struct ksmu_chunk *c)

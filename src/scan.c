@@ -396,7 +396,7 @@ static void forget_absent(struct ksmu_engine *e, struct ksmu_region *r, uintptr_
 
 	while (idx < end) {
 		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
-		size_t chunk_end = KSMU_MIN(end, (idx / KSMU_CHUNK_ITEMS + 1) * KSMU_CHUNK_ITEMS);
+		size_t chunk_end = KSMU_MIN(end, ksmu_region_chunk_end(r, idx));
 
 		if (c->nr_hashed ||
 		    (how != KSMU_FORGET_ABSENT && how != KSMU_FORGET_ZAPPED && c->nr_mapped)) {
