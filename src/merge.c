@@ -56,7 +56,8 @@
  *   advice bits (MADV_DONTFORK, MADV_WIPEONFORK, MADV_HUGEPAGE,
  *   MADV_MERGEABLE), an anon VMA name (PR_SET_VMA_ANON_NAME), and some
  *   semantics: MADV_DONTNEED on a merged page brings back the store content
- *   (not zeros), MADV_FREE fails with EINVAL, mremap(2) of a range that now
+ *   (not zeros) unless the caller's tracker answers MINOR faults (hooks,
+ *   ZAPS: the engine's does), MADV_FREE fails with EINVAL, mremap(2) of a range that now
  *   spans several VMAs fails with EFAULT, and the page can never be merged
  *   again by this primitive (UFFDIO_MOVE refuses file-backed sources).
  *   Callers must filter regions with those advice bits and keep in mind the
@@ -98,9 +99,11 @@
  *   compared copy; any access after (2) sleeps until (5); a pin is either
  *   there at (2) (EBUSY, nothing changes) or taken after it (its fault
  *   sleeps, then pins the page it finds after the wake); fork is held off;
- *   munmap/mremap/MAP_FIXED/MADV_DONTNEED by the application during the
- *   window are detected if they come before (2) and must be excluded
- *   (ksmu_merge_exclude_begin()) by callers that cannot rule them out.
+ *   MADV_DONTNEED by the application at any moment is seen with hooks
+ *   (ZAPS); without hooks a drop after (2) is lost.  munmap/mremap/
+ *   MAP_FIXED of the run during the window are detected if they come before
+ *   (2) and must be excluded (ksmu_merge_exclude_begin()) by callers that
+ *   cannot rule them out.
  *
  * KERNEL REQUIREMENTS
  *   userfaultfd with UFFD_FEATURE_MOVE (6.8; probe.c uffd_move) opened
@@ -1053,9 +1056,9 @@ int ksmu_merge_page(struct ksmu_merger *m, uintptr_t addr, int store_fd, size_t 
  *         Never a direct load: an application munmap() would make it a
  *         SIGSEGV instead of an EFAULT.  What is read is exactly what the
  *         application would read now: the store page, the COW copy, or, for
- *         an empty PTE, the store page faulted in read-only (after
- *         MADV_DONTNEED a merged page reads as the store page: design
- *         problem 2; unmerge keeps that, it does not invent zeros).
+ *         an empty PTE, the store page faulted in read-only.  With
+ *         hooks, pages the application dropped become zeros in the copy
+ *         (ZAPS), which is what it would read through its tracker.
  *     (3) mremap(MREMAP_FIXED) the slot over the range.  Under one hold of
  *         the mmap lock the kernel unmaps the store VMA (registration, WP
  *         bits, markers, COW copy and all) and moves the populated, writable
