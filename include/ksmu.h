@@ -126,7 +126,7 @@ struct ksmu_stats {
 	uint64_t store_pages;	    /**< ksmu: store pages holding memory now */
 	uint64_t store_orphans;	    /**< ksmu: of those, kept only by copies (no saving) */
 	uint64_t store_vmas;	    /**< ksmu: store mappings at the last pass end */
-	uint64_t vmas_added; /**< ksmu: VMAs merging added (upper bound), in general_profit */
+	uint64_t vmas_added; /**< ksmu: VMAs merging added (at the last pass end, plus 2 per merge since), in general_profit */
 	uint64_t vma_limit;  /**< ksmu: VMA count merging stays under (3/4 max_map_count) */
 	/* ksmu: MADV_DONTNEED racing merge windows (0.2) */
 	uint64_t merge_zapped;	 /**< ksmu: merges given up: the page was being dropped */

@@ -363,39 +363,71 @@ static int maps_each(int (*fn)(unsigned long lo, unsigned long hi, bool store, v
 	return ret;
 }
 
+/*
+ * VMAs merging added: every store mapping, plus one for each sequence of
+ * store mappings with other VMAs right before and after it (the anonymous
+ * VMA it was merged into was split in two), minus one for each sequence
+ * with neither (it replaced a whole VMA).  A sequence at one edge of its
+ * anonymous VMA adds just its own mappings.  (A neighbour that is not the
+ * VMA the sequence was merged into, such as an adjacent unrelated mapping,
+ * makes it an overcount by one, never an undercount.)
+ */
 struct vma_count {
 	uint64_t all, stores;
+	int64_t splits;
+	unsigned long prev_hi;
+	bool prev_store, seq_left;
 };
+
+static void seq_end(struct vma_count *c, bool right)
+{
+	if (c->seq_left && right)
+		c->splits++;
+	else if (!c->seq_left && !right)
+		c->splits--;
+}
 
 static int count_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
 {
 	struct vma_count *c = arg;
+	bool touching = c->all && c->prev_hi == lo;
 
-	(void)lo;
-	(void)hi;
+	if (store && !c->prev_store)
+		c->seq_left = touching; /* a sequence starts */
+	if (c->prev_store && (!store || !touching))
+		seq_end(c, !store && touching);
+	if (store && c->prev_store && !touching)
+		c->seq_left = false; /* a new sequence after a hole */
 	c->all++;
 	c->stores += store;
+	c->prev_hi = hi;
+	c->prev_store = store;
 	return 0;
 }
 
 void ksmu_dedup_pass_end(struct ksmu_engine *e)
 {
-	struct vma_count c = {0, 0};
+	struct vma_count c = {0};
 	long max;
 
 	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
 		return; /* nothing merged: nothing to count */
 	maps_each(count_cb, &c);
+	if (c.prev_store)
+		seq_end(&c, false);
 	max = read_long("/proc/sys/vm/max_map_count");
 	e->vma_limit = max > 0 ? (uint64_t)max * 3 / 4 : 65530 * 3 / 4;
 	e->vma_count = c.all;
 	e->vmas_since_count = 0;
 	e->dd.store_vmas = c.stores;
+	e->dd.store_splits = c.splits;
 }
 
 uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e)
 {
-	return 2 * e->dd.store_vmas + e->vmas_since_count;
+	int64_t added = (int64_t)e->dd.store_vmas + e->dd.store_splits;
+
+	return (uint64_t)KSMU_MAX(added, 0) + e->vmas_since_count;
 }
 
 static bool vma_budget_ok(struct ksmu_engine *e)

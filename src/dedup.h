@@ -55,6 +55,8 @@ struct ksmu_pstore {
  * @minor_zero:   MINOR faults answered with zeros (after MADV_DONTNEED)
  * @minor_store:  MINOR faults answered with the store page
  * @store_vmas:   store mappings counted at the end of the last pass (now)
+ * @store_splits: anonymous VMAs those split in two, minus those they
+ *                replaced whole (VMAs added = @store_vmas + @store_splits)
  */
 struct ksmu_dedup_stats {
 	uint64_t merges;
@@ -69,6 +71,7 @@ struct ksmu_dedup_stats {
 	uint64_t minor_zero;
 	uint64_t minor_store;
 	uint64_t store_vmas;
+	int64_t store_splits;
 };
 
 /** Can merging run for region @r now (else the scanner only detects)? */

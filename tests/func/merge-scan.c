@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -321,6 +322,72 @@ static void test_fork(void)
 	munmap(m, NPAGES * PG);
 }
 
+/* VMAs of the process that overlap [m, m + n pages). */
+static size_t vmas_in(const char *m, size_t n)
+{
+	uintptr_t a = (uintptr_t)m, b = a + n * PG;
+	unsigned long lo, hi;
+	char line[512];
+	size_t c = 0;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < b && hi > a)
+			c++;
+	fclose(f);
+	return c;
+}
+
+/* n pages of anonymous memory with nothing mapped right before or after. */
+static char *isolated(size_t n)
+{
+	char *p = mmap(NULL, (n + 2) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	CHECK("mmap", p != MAP_FAILED);
+	munmap(p, PG);
+	munmap(p + (n + 1) * PG, PG);
+	return p + PG;
+}
+
+/*
+ * vmas_added (in general_profit) must be the VMAs merging really added: a
+ * merged middle splits its VMA (+1 besides the store mappings), a VMA
+ * merged whole is replaced (-1).
+ */
+static void test_vma_count(void)
+{
+	const size_t n = 64;
+	char *m = isolated(n), *w = isolated(n);
+	size_t i, vm, vw;
+	struct ksmu_stats s;
+
+	printf("-- merge: VMAs added, counted exactly\n");
+	for (i = 0; i < n; i++) {
+		t_fill_page(m + i * PG, (i >= 16 && i < 48) ? 300 + i % 8 : 400 + i);
+		t_fill_page(w + i * PG, 300 + i % 8);
+	}
+	CHECK_RET("register", ksmu_register(m, n * PG), 0);
+	CHECK_RET("register", ksmu_register(w, n * PG), 0);
+	ksmu_scan_full();
+	ksmu_scan_full(); /* a pass end after the merges: VMAs counted */
+	s = st();
+	vm = vmas_in(m, n);
+	vw = vmas_in(w, n);
+	printf("   split VMA: 1 -> %zu VMAs; whole VMA: 1 -> %zu VMAs; vmas_added %llu\n", vm,
+	       vw, (unsigned long long)s.vmas_added);
+	CHECK("the merged middle split its VMA", vm >= 3);
+	CHECK("the whole VMA was merged", s.pages_sharing + s.pages_shared >= n + 32);
+	CHECK("vmas_added is what merging added", s.vmas_added == (vm - 1) + (vw - 1));
+	CHECK("content intact", verify(w, n, 300) == 0);
+	CHECK_RET("unregister", ksmu_unregister(m, n * PG), 0);
+	CHECK_RET("unregister", ksmu_unregister(w, n * PG), 0);
+	munmap(m, n * PG);
+	munmap(w, n * PG);
+}
+
 int main(void)
 {
 	struct ksmu_stats s;
@@ -337,6 +404,7 @@ int main(void)
 		return T_EXIT_SKIP;
 	}
 	test_pfn_pss();
+	test_vma_count();
 	test_cow();
 	test_dontneed();
 	test_munmap();
