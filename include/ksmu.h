@@ -134,6 +134,7 @@ struct ksmu_stats {
 	uint64_t unmerge_retries; /**< ksmu: unmerge windows undone (a page dropped) and retried */
 	uint64_t window_ns;	  /**< ksmu: time merge windows were open, cumulative */
 	uint64_t window_ns_max;	  /**< ksmu: longest merge window */
+	uint64_t pages_adopted; /**< ksmu: merged pages found moved (mremap) and recorded again */
 };
 
 /**

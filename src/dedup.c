@@ -80,6 +80,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LOG_PREFIX "dedup: "
@@ -177,6 +178,7 @@ static int refs_reserve(struct ksmu_pstore *ps, size_t idx)
 static struct ksmu_pstore *current_store(struct ksmu_engine *e)
 {
 	struct ksmu_pstore *ps;
+	struct stat st;
 
 	if (e->cur_store)
 		return e->cur_store;
@@ -187,6 +189,8 @@ static struct ksmu_pstore *current_store(struct ksmu_engine *e)
 		free(ps);
 		return NULL;
 	}
+	if (fstat(ps->s.fd, &st) == 0)
+		ps->ino = st.st_ino; /* to recognise its mappings (adopt_moved()) */
 	ps->next = e->stores;
 	e->stores = ps;
 	e->cur_store = ps;
@@ -448,6 +452,40 @@ static bool vma_budget_ok(struct ksmu_engine *e)
 /* ------------------------------------------------------------ merging */
 
 /*
+ * The page of @it maps a store page already, and its record did not know:
+ * the application moved merged memory (mremap(): its records start afresh
+ * at the new place, and the old references leaked).  Record it as what it
+ * is, a mapping of that store page outside any node (like a copy), with a
+ * reference of its own; the scanner then leaves it alone instead of failing
+ * to merge it on every pass.  Return: 0 if adopted, -errno if not.
+ */
+static int adopt_moved(struct ksmu_engine *e, struct ksmu_rmap_item *it)
+{
+	struct ksmu_pstore *ps;
+	uint64_t ino, pgoff;
+	int err;
+
+	err = ksmu_merge_store_page_at(&e->merger, ksmu_item_addr(it), &ino, &pgoff);
+	if (err)
+		return err;
+	for (ps = e->stores; ps; ps = ps->next)
+		if (ps->ino == ino)
+			break;
+	if (!ps || pgoff >= ps->refs_len || pgoff > UINT32_MAX)
+		return -ENOENT;
+	if (!ps->refs[pgoff] && !(e->zero_store == ps && e->zero_idx == pgoff))
+		return -ENOENT; /* not a page the engine knows to be in use */
+	ksmu_dedup_keep_ref(it, ps, (uint32_t)pgoff);
+	ref_get(ps, (uint32_t)pgoff);
+	mark_mapped(e, it);
+	e->dd.adopted++;
+	/* It was not armed by a window: arm it (MINOR: drops read zeros). */
+	if (ksmu_tracker_register_store(&e->tracker, ksmu_item_addr(it), KSMU_PAGE_SIZE))
+		pr_debug("adopted %#lx not armed", (unsigned long)ksmu_item_addr(it));
+	return 0;
+}
+
+/*
  * Merge the page at @addr onto page @idx of @ps (content @expected) in a
  * window on the merger's uffd; see the DESIGN for the registrations.
  */
@@ -505,6 +543,8 @@ int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct k
 {
 	int err = merge_one(e, ksmu_item_addr(it), sn->store, sn->store_idx, expected);
 
+	if (err == -EINVAL && adopt_moved(e, it) == 0)
+		return -EALREADY;
 	if (err)
 		return err;
 	ref_get(sn->store, sn->store_idx);
@@ -580,6 +620,8 @@ int ksmu_dedup_join_zero(struct ksmu_engine *e, struct ksmu_rmap_item *it)
 		ps->nr_nodes++; /* the zero page counts as a node of its store */
 	}
 	err = merge_one(e, ksmu_item_addr(it), e->zero_store, e->zero_idx, zero_page);
+	if (err == -EINVAL && adopt_moved(e, it) == 0)
+		return -EALREADY;
 	if (err)
 		return err;
 	ref_get(e->zero_store, e->zero_idx);

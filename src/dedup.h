@@ -37,6 +37,7 @@ struct ksmu_pstore {
 	uint64_t nr_refs;
 	uint64_t nr_nodes;
 	bool retired;
+	uint64_t ino;
 	struct ksmu_pstore *next;
 };
 
@@ -52,6 +53,8 @@ struct ksmu_pstore {
  * @unmerge_failed: unmerge calls that failed (the pages stay merged)
  * @unmerge_retries: unmerge windows undone and retried (a page was dropped
  *                  during the window, or the tracker did not settle)
+ * @adopted:      pages found mapping a store page without a record (moved
+ *                by mremap()) and recorded as such
  * @minor_zero:   MINOR faults answered with zeros (after MADV_DONTNEED)
  * @minor_store:  MINOR faults answered with the store page
  * @store_vmas:   store mappings counted at the end of the last pass (now)
@@ -68,6 +71,7 @@ struct ksmu_dedup_stats {
 	uint64_t unmerged;
 	uint64_t unmerge_failed;
 	uint64_t unmerge_retries;
+	uint64_t adopted;
 	uint64_t minor_zero;
 	uint64_t minor_store;
 	uint64_t store_vmas;
@@ -81,7 +85,9 @@ int ksmu_dedup_read_node(struct ksmu_engine *e, const struct ksmu_stable_node *s
 /**
  * ksmu_dedup_join() - merge the page of @it into @sn (content @expected,
  * which is @sn's).  On success @it is a MAPPED member of @sn.
- * Return: 0; -EBUSY pinned; -EAGAIN changed; -ENOSPC VMA budget; -errno.
+ * Return: 0; -EBUSY pinned; -EAGAIN changed; -ENOSPC VMA budget;
+ * -EALREADY the page maps a store page already (merged memory moved by
+ * mremap()): @it is now recorded as MAPPED outside any node; -errno.
  */
 int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it,
 		    const void *expected);

@@ -1198,6 +1198,33 @@ static int store_vma(struct ksmu_merger *m, uintptr_t addr, size_t len)
 	return addr + len <= end ? 0 : -EINVAL;
 }
 
+int ksmu_merge_store_page_at(struct ksmu_merger *m, uintptr_t addr, uint64_t *ino,
+			     uint64_t *pgoff)
+{
+	const uint64_t rw = PROCMAP_QUERY_VMA_READABLE | PROCMAP_QUERY_VMA_WRITABLE;
+	struct procmap_query q;
+	char name[256];
+
+	if (m->maps_fd < 0) {
+		m->maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+		if (m->maps_fd < 0)
+			return -errno;
+	}
+	memset(&q, 0, sizeof(q));
+	q.size = sizeof(q);
+	q.query_addr = addr;
+	q.vma_name_addr = (uintptr_t)name;
+	q.vma_name_size = sizeof(name);
+	if (ioctl(m->maps_fd, PROCMAP_QUERY, &q) < 0)
+		return errno == ENOENT ? -EINVAL : -errno;
+	if (q.vma_start > addr || q.vma_flags != rw || !q.inode || !q.vma_name_size ||
+	    strncmp(name, MEMFD_PREFIX, sizeof(MEMFD_PREFIX) - 1))
+		return -EINVAL;
+	*ino = q.inode;
+	*pgoff = (q.vma_offset + (addr - q.vma_start)) >> KSMU_PAGE_SHIFT;
+	return 0;
+}
+
 static int uffd_register_wp(int uffd, uintptr_t start, size_t len)
 {
 	struct uffdio_register reg;

@@ -317,6 +317,16 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 int ksmu_unmerge_page(struct ksmu_merger *m, uintptr_t addr);
 
 /**
+ * ksmu_merge_store_page_at() - which memfd page does @addr map?
+ * @ino:   the memfd's inode number
+ * @pgoff: the page's index in it
+ * Return: 0 if @addr lies in a read-write private memfd mapping; -EINVAL if
+ * not; -ENOTTY before 6.11 (no PROCMAP_QUERY); other -errno.
+ */
+int ksmu_merge_store_page_at(struct ksmu_merger *m, uintptr_t addr, uint64_t *ino,
+			     uint64_t *pgoff);
+
+/**
  * ksmu_merge_exclude_begin() - hold merge windows off (and wait for the
  * open ones to close).
  *

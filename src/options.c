@@ -277,4 +277,5 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->unmerge_retries = e->dd.unmerge_retries;
 	s->window_ns = e->merger.stats.window_ns;
 	s->window_ns_max = e->merger.stats.window_ns_max;
+	s->pages_adopted = e->dd.adopted;
 }

@@ -239,6 +239,8 @@ static bool same_as_node(struct ksmu_engine *e, const struct ksmu_stable_node *s
  */
 static void merge_failed(struct ksmu_rmap_item *it)
 {
+	if (ksmu_item_flags(it) & KSMU_ITEM_MAPPED)
+		return; /* adopted as a store mapping (-EALREADY): nothing to retry */
 	ksmu_item_set_flags(it, KSMU_ITEM_VOLATILE);
 	ksmu_item_set_age(it, 0);
 }

@@ -388,6 +388,53 @@ static void test_vma_count(void)
 	munmap(w, n * PG);
 }
 
+/*
+ * mremap() of a merged page: its records start afresh at the new address,
+ * where the scanner finds a store mapping it did not make.  It must record
+ * it (pages_adopted) rather than fail to merge it again on every pass, and
+ * the page must keep every guarantee: content, zeros after MADV_DONTNEED,
+ * and a real unmerge at unregister.
+ */
+static void test_mremap_adopt(void)
+{
+	const size_t n = 64;
+	char *m = merged_region(n, 900), *dst = t_map_anon(4);
+	unsigned char want[PG];
+	struct ksmu_stats s0, s1;
+	int memfd = 0, k;
+
+	printf("-- mremap of a merged page: recorded again at its new place\n");
+	CHECK("merged", t_pfn_of(m + 10 * PG) == t_pfn_of(m + 2 * PG));
+	CHECK("moved", mremap(m + 10 * PG, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst + PG) ==
+			   dst + PG);
+	CHECK_RET("register the new place", ksmu_register(dst, 4 * PG), 0);
+	s0 = st();
+	for (k = 0; k < 4; k++)
+		ksmu_scan_full();
+	s1 = st();
+	printf("   adopted %llu, failed merges %llu over 4 passes\n",
+	       (unsigned long long)(s1.pages_adopted - s0.pages_adopted),
+	       (unsigned long long)(s1.merge_failed - s0.merge_failed));
+	CHECK("adopted once", s1.pages_adopted - s0.pages_adopted == 1);
+	CHECK("not retried on every pass", s1.merge_failed - s0.merge_failed <= 1);
+	t_fill_page(want, 900 + 10 % 8);
+	CHECK("content after the move", memcmp(dst + PG, want, PG) == 0);
+	CHECK("still the store page", t_pfn_of(dst + PG) == t_pfn_of(m + 2 * PG));
+	CHECK("dropped", madvise(dst + PG, PG, MADV_DONTNEED) == 0);
+	CHECK("reads zeros after MADV_DONTNEED", t_page_is_zero(dst + PG));
+	memcpy(dst + 2 * PG, want, PG); /* a duplicate, merged, then unmerged below */
+	ksmu_scan_full();
+	CHECK_RET("unregister the new place", ksmu_unregister(dst, 4 * PG), 0);
+	CHECK("no store mapping left there", t_maps_in(dst, 4 * PG, &memfd) >= 0 && memfd == 0);
+	CHECK("content after unmerge", memcmp(dst + 2 * PG, want, PG) == 0 &&
+					   t_page_is_zero(dst + PG));
+	/* a page of @m is gone: ENOMEM, as madvise(MADV_UNMERGEABLE) says */
+	CHECK_RET("unregister", ksmu_unregister(m, n * PG), -ENOMEM);
+	CHECK("the rest unmerged", t_maps_in(m, n * PG, &memfd) >= 0 && memfd == 0);
+	munmap(m, n * PG);
+	munmap(dst, 4 * PG);
+}
+
 int main(void)
 {
 	struct ksmu_stats s;
@@ -408,6 +455,7 @@ int main(void)
 	test_cow();
 	test_dontneed();
 	test_munmap();
+	test_mremap_adopt();
 	test_unregister_and_run2();
 	test_zero_pages();
 	test_pinned();
