@@ -135,6 +135,7 @@ struct ksmu_stats {
 	uint64_t window_ns;	  /**< ksmu: time merge windows were open, cumulative */
 	uint64_t window_ns_max;	  /**< ksmu: longest merge window */
 	uint64_t pages_adopted; /**< ksmu: merged pages found moved (mremap) and recorded again */
+	uint64_t zap_ranges;	/**< ksmu: dropped ranges remembered (pruned to store mappings at pass end) */
 };
 
 /**

@@ -381,7 +381,37 @@ struct vma_count {
 	int64_t splits;
 	unsigned long prev_hi;
 	bool prev_store, seq_left;
+	/* the store mappings, in address order, for ksmu_engine_zap_prune() */
+	struct ksmu_range *ranges;
+	size_t nr_ranges, ranges_cap;
+	bool ranges_failed;
 };
+
+static void add_store_range(struct vma_count *c, unsigned long lo, unsigned long hi)
+{
+	struct ksmu_range *p;
+
+	if (c->ranges_failed)
+		return;
+	if (c->nr_ranges && c->ranges[c->nr_ranges - 1].end == lo) {
+		c->ranges[c->nr_ranges - 1].end = hi; /* adjacent store mappings */
+		return;
+	}
+	if (c->nr_ranges == c->ranges_cap) {
+		size_t cap = c->ranges_cap ? c->ranges_cap * 2 : 256;
+
+		p = realloc(c->ranges, cap * sizeof(*p));
+		if (!p) {
+			c->ranges_failed = true;
+			return;
+		}
+		c->ranges = p;
+		c->ranges_cap = cap;
+	}
+	c->ranges[c->nr_ranges].start = lo;
+	c->ranges[c->nr_ranges].end = hi;
+	c->nr_ranges++;
+}
 
 static void seq_end(struct vma_count *c, bool right)
 {
@@ -406,17 +436,22 @@ static int count_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
 	c->stores += store;
 	c->prev_hi = hi;
 	c->prev_store = store;
+	if (store)
+		add_store_range(c, lo, hi);
 	return 0;
 }
 
 void ksmu_dedup_pass_end(struct ksmu_engine *e)
 {
 	struct vma_count c = {0};
+	uint64_t gen;
 	long max;
 
 	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
 		return; /* nothing merged: nothing to count */
-	maps_each(count_cb, &c);
+	gen = ksmu_engine_zap_gen();
+	if (maps_each(count_cb, &c) < 0)
+		c.ranges_failed = true;
 	if (c.prev_store)
 		seq_end(&c, false);
 	max = read_long("/proc/sys/vm/max_map_count");
@@ -425,6 +460,10 @@ void ksmu_dedup_pass_end(struct ksmu_engine *e)
 	e->vmas_since_count = 0;
 	e->dd.store_vmas = c.stores;
 	e->dd.store_splits = c.splits;
+	/* Drops outside store mappings need no answer: forget them. */
+	if (!c.ranges_failed)
+		ksmu_engine_zap_prune(c.ranges, c.nr_ranges, gen);
+	free(c.ranges);
 }
 
 uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e)
@@ -754,17 +793,53 @@ static int unmerge_run(struct ksmu_engine *e, struct ksmu_region *r, size_t firs
 	return 0;
 }
 
+struct adopt_walk {
+	struct ksmu_engine *e;
+	struct ksmu_region *r;
+	uintptr_t a, b;
+};
+
+/* maps walk: record the store mappings of [a, b) that have no MAPPED item. */
+static int adopt_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
+{
+	struct adopt_walk *w = arg;
+	uintptr_t x;
+
+	if (!store)
+		return 0;
+	for (x = KSMU_MAX(lo, w->a); x < KSMU_MIN(hi, w->b); x += KSMU_PAGE_SIZE) {
+		struct ksmu_rmap_item *it =
+		    ksmu_region_item(w->r, (x - w->r->start) >> KSMU_PAGE_SHIFT);
+
+		if (ksmu_item_flags(it) & KSMU_ITEM_MAPPED)
+			continue;
+		ksmu_scan_item_detach(w->e, it);
+		ksmu_scan_item_forget(w->e, it);
+		if (adopt_moved(w->e, it))
+			pr_warn("store mapping at %#lx not recognised: left merged", (unsigned long)x);
+	}
+	return 0;
+}
+
 int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
 			     bool rearm)
 {
 	size_t idx = (KSMU_MAX(a, r->start) - r->start) >> KSMU_PAGE_SHIFT;
 	size_t end = (KSMU_MIN(b, r->end) - r->start) >> KSMU_PAGE_SHIFT;
+	struct adopt_walk w = {e, r, KSMU_MAX(a, r->start), KSMU_MIN(b, r->end)};
 	int ret = 0;
 
-	if (!e->cnt.mapped_items)
+	if (!__atomic_load_n(&e->ever_merged, __ATOMIC_ACQUIRE))
 		return 0;
 	if (e->merger_state <= 0 && merger_ready(e))
 		return e->merger_state;
+	/*
+	 * Store mappings the records do not know (memory moved here by
+	 * mremap() whose records were not made yet): recorded first, so that
+	 * they are unmerged like the others and nothing stays merged behind
+	 * an unregistered range.
+	 */
+	maps_each(adopt_cb, &w);
 	while (idx < end) {
 		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
 		size_t chunk_end = KSMU_MIN(end, ksmu_region_chunk_end(r, idx));

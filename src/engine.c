@@ -704,6 +704,7 @@ static void apply_event(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
  */
 struct zap_range {
 	uintptr_t start, end;
+	uint64_t gen; /* zap_gen when added or last grown */
 };
 
 /*
@@ -714,6 +715,7 @@ struct zap_range {
 static pthread_mutex_t zap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct zap_range *zaps;
 static size_t nr_zaps, zaps_cap;
+static uint64_t zap_gen;
 
 static bool zap_reserve_locked(size_t more)
 {
@@ -763,6 +765,7 @@ static void zap_remove_locked(uintptr_t start, uintptr_t end)
 			z = &zaps[i];
 			zaps[nr_zaps].start = end;
 			zaps[nr_zaps].end = z->end;
+			zaps[nr_zaps].gen = z->gen;
 			nr_zaps++;
 			z->end = start;
 			i++;
@@ -774,6 +777,31 @@ static void zap_remove_locked(uintptr_t start, uintptr_t end)
 			i++;
 		}
 	}
+}
+
+/* mremap() moved [start, end) to @to: its drops move with it (a dropped
+ * page moved untouched must still read zeros at its new place). */
+static void zap_move_locked(uintptr_t start, uintptr_t end, uintptr_t to)
+{
+	size_t i, n0 = nr_zaps;
+
+	for (i = 0; i < n0; i++) {
+		uintptr_t a = KSMU_MAX(zaps[i].start, start), b = KSMU_MIN(zaps[i].end, end);
+
+		if (a >= b)
+			continue;
+		if (!zap_reserve_locked(1)) {
+			pr_err("out of memory: a dropped range moved to %#lx may read old content",
+			       (unsigned long)(a - start + to));
+			continue;
+		}
+		zaps[nr_zaps].start = a - start + to;
+		zaps[nr_zaps].end = b - start + to;
+		zaps[nr_zaps].gen = ++zap_gen;
+		nr_zaps++;
+	}
+	/* source and destination of mremap(MREMAP_FIXED) never overlap */
+	zap_remove_locked(start, end);
 }
 
 void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end)
@@ -796,11 +824,13 @@ void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end)
 {
 	size_t i;
 
+	zap_gen++;
 	for (i = 0; i < nr_zaps; i++) {
 		/* grow an overlapping or adjacent range */
 		if (zaps[i].start <= end && start <= zaps[i].end) {
 			zaps[i].start = KSMU_MIN(zaps[i].start, start);
 			zaps[i].end = KSMU_MAX(zaps[i].end, end);
+			zaps[i].gen = zap_gen;
 			return;
 		}
 	}
@@ -815,7 +845,72 @@ void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end)
 	}
 	zaps[nr_zaps].start = start;
 	zaps[nr_zaps].end = end;
+	zaps[nr_zaps].gen = zap_gen;
 	nr_zaps++;
+}
+
+size_t ksmu_engine_zap_count(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&zap_lock);
+	n = nr_zaps;
+	pthread_mutex_unlock(&zap_lock);
+	return n;
+}
+
+uint64_t ksmu_engine_zap_gen(void)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&zap_lock);
+	g = zap_gen;
+	pthread_mutex_unlock(&zap_lock);
+	return g;
+}
+
+void ksmu_engine_zap_prune(const struct ksmu_range *keep, size_t n, uint64_t gen)
+{
+	size_t i, j, n0, lo, hi, pieces, k;
+
+	pthread_mutex_lock(&zap_lock);
+	n0 = nr_zaps;
+	for (i = 0; i < n0; i++) {
+		struct zap_range z = zaps[i];
+
+		if (z.gen > gen)
+			continue; /* newer than the maps @keep came from */
+
+		/* keep[lo, hi): the store ranges overlapping z */
+		for (lo = 0, hi = n; lo < hi;) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (keep[mid].end <= z.start)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (hi = lo; hi < n && keep[hi].start < z.end; hi++)
+			;
+		pieces = hi - lo;
+		if (pieces > 1 && !zap_reserve_locked(pieces - 1))
+			continue; /* no room to split: keep it whole (it was dropped) */
+		zaps[i].start = zaps[i].end = 0; /* none: removed below */
+		for (k = lo; k < hi; k++) {
+			struct zap_range piece = {KSMU_MAX(z.start, keep[k].start),
+						  KSMU_MIN(z.end, keep[k].end), z.gen};
+
+			if (k == lo)
+				zaps[i] = piece;
+			else
+				zaps[nr_zaps++] = piece;
+		}
+	}
+	for (i = j = 0; i < nr_zaps; i++)
+		if (zaps[i].start < zaps[i].end)
+			zaps[j++] = zaps[i];
+	nr_zaps = j;
+	pthread_mutex_unlock(&zap_lock);
 }
 
 void ksmu_engine_zap_test_locked(uintptr_t start, size_t n, uint64_t *mask)
@@ -882,6 +977,8 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 	case KSMU_UFFD_REMAP:
 		if (staging && ev->start == staging)
 			return true;
+		if (nr_zaps)
+			zap_move_locked(ev->start, ev->end, ev->to);
 		return false;
 	default:
 		return false;

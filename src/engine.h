@@ -192,6 +192,9 @@ int ksmu_knob_get(struct ksmu_engine *e, const char *name, unsigned long *value)
 void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s);
 
 /* engine.c */
+struct ksmu_range {
+	uintptr_t start, end;
+};
 /*
  * The set of ranges the application dropped (MADV_DONTNEED) while they may
  * map store pages; the reader answers MINOR faults there with zeros.
@@ -202,6 +205,18 @@ void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end);
 void ksmu_engine_zap_lock(bool on);
 /** (locked) Add a dropped range. */
 void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end);
+/** Ranges in the set now. */
+size_t ksmu_engine_zap_count(void);
+/** The set's generation: it grows with every drop recorded. */
+uint64_t ksmu_engine_zap_gen(void);
+/**
+ * ksmu_engine_zap_prune() - of the drops recorded up to generation @gen,
+ * keep only the parts inside @keep (@n ranges in address order: the store
+ * mappings, read from /proc/self/maps after @gen was taken).  Drops
+ * elsewhere are answered by the kernel itself (anonymous memory); a merge
+ * forgets its page's drops before its window.
+ */
+void ksmu_engine_zap_prune(const struct ksmu_range *keep, size_t n, uint64_t gen);
 /** (locked) Set bit i of @mask for each dropped page i of @n pages at @start. */
 void ksmu_engine_zap_test_locked(uintptr_t start, size_t n, uint64_t *mask);
 /** Switch the tracker for all regions (dirty_tracker knob); lock held. */

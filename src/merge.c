@@ -141,6 +141,8 @@
 #define MAP_FIXED_NOREPLACE 0x100000 /* 4.17 */
 #endif
 
+static const unsigned char zero_page[KSMU_PAGE_SIZE] __attribute__((aligned(KSMU_PAGE_SIZE)));
+
 /* UFFDIO_MOVE reports EAGAIN while the address space is changing. */
 #define MOVE_RETRIES 64
 /* Stack below the merging frame that the window may touch (libc, sanitizers). */
@@ -432,8 +434,10 @@ int ksmu_merger_drain(struct ksmu_merger *m)
  * the run it reported dropped (ZAPS).  @probe: any address range not
  * registered with the tracker.  Return: 0, or -EBUSY if it did not settle.
  */
-static int settle(struct ksmu_merger *m, uintptr_t probe, uintptr_t run, size_t n, uint64_t *mask)
+static int settle(struct ksmu_merger *m, uintptr_t probe, uintptr_t run, size_t n, uint64_t *mask,
+		  bool forever)
 {
+	const struct timespec nap = {0, 100 * 1000};
 	struct uffdio_writeprotect wp;
 	int tries;
 
@@ -442,9 +446,12 @@ static int settle(struct ksmu_merger *m, uintptr_t probe, uintptr_t run, size_t 
 		wp.range.start = probe;
 		wp.range.len = KSMU_PAGE_SIZE;
 		if (ioctl(m->hooks->tracker_fd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN) {
-			if (tries >= SETTLE_TRIES)
+			if (tries < SETTLE_TRIES)
+				sched_yield();
+			else if (forever)
+				nanosleep(&nap, NULL); /* the reader is starved of CPU */
+			else
 				return -EBUSY;
-			sched_yield();
 			continue;
 		}
 		break; /* ENOENT: nothing pending (any other answer: nothing pending either) */
@@ -471,6 +478,8 @@ static bool mask_bit(const uint64_t *mask, size_t k)
 }
 
 #define MASK_WORDS (KSMU_MERGE_MAX_RUN / 64)
+/* iovecs per process_vm_readv() call (UIO_MAXIOV is 1024) */
+#define IOV_BATCH 512
 
 /* ---------------------------------------------------------------- merger */
 
@@ -828,7 +837,7 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 * yet carried out must win (ZAPS): leave the run to the application.
 	 */
 	if (hooked) {
-		err = settle(m, m->scratch, addr, n, zmask);
+		err = settle(m, m->scratch, addr, n, zmask, false);
 		if (err) {
 			m->stats.unsettled++;
 			goto out_move_back;
@@ -1225,14 +1234,14 @@ int ksmu_merge_store_page_at(struct ksmu_merger *m, uintptr_t addr, uint64_t *in
 	return 0;
 }
 
-static int uffd_register_wp(int uffd, uintptr_t start, size_t len)
+static int uffd_register_wp(int uffd, uintptr_t start, size_t len, bool minor)
 {
 	struct uffdio_register reg;
 
 	memset(&reg, 0, sizeof(reg));
 	reg.range.start = start;
 	reg.range.len = len;
-	reg.mode = UFFDIO_REGISTER_MODE_WP;
+	reg.mode = UFFDIO_REGISTER_MODE_WP | (minor ? UFFDIO_REGISTER_MODE_MINOR : 0);
 	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;
 	return 0;
@@ -1260,7 +1269,7 @@ static int unmerge_open(struct ksmu_merger *m)
 	if (m->wp_uffd >= 0)
 		return 0;
 	if (m->hooks)
-		feat |= UFFD_FEATURE_EVENT_REMOVE;
+		feat |= UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_MINOR_SHMEM;
 	fd = ksmu_probe_uffd_open_kernel_faults(feat, NULL);
 	if (fd == -EINVAL)
 		return -EOPNOTSUPP; /* no uffd-wp on shmem (before 5.19) */
@@ -1376,9 +1385,9 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 {
 	const size_t slots = KSMU_MERGE_MAX_RUN;
 	uint64_t zmask[MASK_WORDS] = {0};
-	bool hooked = m->hooks != NULL;
-	size_t len = n << KSMU_PAGE_SHIFT, k, priv;
-	struct iovec liov, riov;
+	bool hooked = m->hooks != NULL, minor;
+	size_t len = n << KSMU_PAGE_SHIFT, k, priv, nio, want;
+	struct iovec liov[KSMU_MERGE_MAX_RUN], riov[KSMU_MERGE_MAX_RUN];
 	uintptr_t slot;
 	uint64_t t0, dt;
 	ssize_t got;
@@ -1408,8 +1417,13 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 		pthread_mutex_lock(&m->events_lock);
 	window_enter();
 	t0 = now_ns();
-	/* (1) Writers of the range wait from here on (see THE UNMERGE WINDOW). */
-	err = uffd_register_wp(m->wp_uffd, addr, len);
+	/*
+	 * (1) Writers of the range wait from here on (see THE UNMERGE WINDOW).
+	 * With hooks and ABSENT_IS_ZERO also readers of pages with nothing
+	 * mapped (MINOR): the window may then read REMOVEs early (ZAPS).
+	 */
+	minor = hooked && (flags & KSMU_UNMERGE_ABSENT_IS_ZERO);
+	err = uffd_register_wp(m->wp_uffd, addr, len, minor);
 	if (err) {
 		window_exit();
 		if (hooked)
@@ -1425,7 +1439,7 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 	 * here to (3) without a REMOVE on @wp_uffd that waits for us.
 	 */
 	if (hooked) {
-		err = settle(m, m->scratch, addr, n, zmask);
+		err = settle(m, m->scratch, addr, n, zmask, minor);
 		if (err)
 			goto out_undo;
 	}
@@ -1434,22 +1448,53 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 		if (err)
 			goto out_undo;
 	}
-	err = uffd_writeprotect(m->wp_uffd, addr, len);
+	/*
+	 * EAGAIN: a REMOVE of the range is waiting.  With MINOR registered it
+	 * is read now: its page is zero in the copy, and whoever reads it after
+	 * the zap waits (MINOR) for the wake.  Without, undo (see ZAPS).
+	 */
+	for (k = 0; (err = uffd_writeprotect(m->wp_uffd, addr, len)) == -EAGAIN && minor &&
+		    k < SETTLE_TRIES * 50;
+	     k++) {
+		drain(m, m->wp_uffd, addr, n, zmask);
+		sched_yield();
+	}
 	if (err) {
-		/* EAGAIN: a REMOVE of the range is waiting; see ZAPS. */
 		if (err == -EAGAIN && hooked)
 			m->stats.unmerge_retries++;
 		goto out_undo;
 	}
 	priv = count_private(m->pagemap_fd, addr, n);
 
-	/* (2) The content, as the application sees it now. */
-	liov.iov_base = (void *)slot;
-	liov.iov_len = len;
-	riov.iov_base = (void *)addr;
-	riov.iov_len = len;
-	got = process_vm_readv(getpid(), &liov, 1, &riov, 1, 0);
-	if (got != (ssize_t)len) {
+	/*
+	 * (2) The content, as the application sees it now.  Pages dropped are
+	 * not read: with MINOR registered, the read would wait for this thread.
+	 */
+	for (k = 0, nio = 0; k < n; k++) {
+		if (mask_bit(zmask, k))
+			continue;
+		if (nio && (uintptr_t)riov[nio - 1].iov_base + riov[nio - 1].iov_len ==
+			       addr + (k << KSMU_PAGE_SHIFT)) {
+			riov[nio - 1].iov_len += KSMU_PAGE_SIZE;
+			liov[nio - 1].iov_len += KSMU_PAGE_SIZE;
+			continue;
+		}
+		riov[nio].iov_base = (void *)(addr + (k << KSMU_PAGE_SHIFT));
+		riov[nio].iov_len = KSMU_PAGE_SIZE;
+		liov[nio].iov_base = (void *)(slot + (k << KSMU_PAGE_SHIFT));
+		liov[nio].iov_len = KSMU_PAGE_SIZE;
+		nio++;
+	}
+	for (k = 0, want = 0; k < nio; k++)
+		want += riov[k].iov_len;
+	got = 0;
+	for (k = 0; k < nio && got >= 0; k += IOV_BATCH) {
+		ssize_t g = process_vm_readv(getpid(), liov + k, KSMU_MIN(nio - k, IOV_BATCH),
+					     riov + k, KSMU_MIN(nio - k, IOV_BATCH), 0);
+
+		got = g < 0 ? g : got + g;
+	}
+	if (got != (ssize_t)want) {
 		err = got < 0 ? -errno : -EFAULT;
 		if (err == -ENOMEM)
 			err = -EFAULT; /* "no such page": the range went away */
@@ -1501,6 +1546,23 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 	return 0;
 
 out_undo:
+	/*
+	 * Pages dropped during the window become zeros before the sleepers go
+	 * (they would fault the store page back once the range is no longer
+	 * registered MINOR).  EEXIST: a page is there already.
+	 */
+	for (k = 0; minor && k < n; k++) {
+		struct uffdio_copy cp;
+
+		if (!mask_bit(zmask, k))
+			continue;
+		memset(&cp, 0, sizeof(cp));
+		cp.dst = addr + (k << KSMU_PAGE_SHIFT);
+		cp.src = (uintptr_t)zero_page;
+		cp.len = KSMU_PAGE_SIZE;
+		cp.mode = UFFDIO_COPY_MODE_DONTWAKE;
+		ioctl(m->wp_uffd, UFFDIO_COPY, &cp);
+	}
 	/*
 	 * UFFDIO_UNREGISTER clears the WP bits and markers and wakes the
 	 * writers; they retry on the store mapping, as if nothing happened.

@@ -405,8 +405,10 @@ static void test_mremap_adopt(void)
 
 	printf("-- mremap of a merged page: recorded again at its new place\n");
 	CHECK("merged", t_pfn_of(m + 10 * PG) == t_pfn_of(m + 2 * PG));
+	s0 = st();
 	CHECK("moved", mremap(m + 10 * PG, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst + PG) ==
 			   dst + PG);
+	wait_events(s0.uffd_events); /* the move is applied before the registration */
 	CHECK_RET("register the new place", ksmu_register(dst, 4 * PG), 0);
 	s0 = st();
 	for (k = 0; k < 4; k++)
@@ -428,9 +430,69 @@ static void test_mremap_adopt(void)
 	CHECK("no store mapping left there", t_maps_in(dst, 4 * PG, &memfd) >= 0 && memfd == 0);
 	CHECK("content after unmerge", memcmp(dst + 2 * PG, want, PG) == 0 &&
 					   t_page_is_zero(dst + PG));
-	/* a page of @m is gone: ENOMEM, as madvise(MADV_UNMERGEABLE) says */
+	/*
+	 * Moved into a registered range and unregistered before any pass has
+	 * seen it: the records there know nothing of the store mapping, and
+	 * the unregister must still unmerge it.
+	 */
+	CHECK_RET("register again", ksmu_register(dst, 4 * PG), 0);
+	s0 = st();
+	CHECK("moved again", mremap(m + 11 * PG, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED,
+				    dst + 3 * PG) == dst + 3 * PG);
+	wait_events(s0.uffd_events);
+	CHECK_RET("unregister right away", ksmu_unregister(dst, 4 * PG), 0);
+	CHECK("no store mapping left behind",
+	      t_maps_in(dst, 4 * PG, &memfd) >= 0 && memfd == 0);
+	t_fill_page(want, 900 + 11 % 8);
+	CHECK("its content", memcmp(dst + 3 * PG, want, PG) == 0);
+	CHECK("dropped after unregister", madvise(dst + 3 * PG, PG, MADV_DONTNEED) == 0);
+	CHECK("reads zeros", t_page_is_zero(dst + 3 * PG));
+	/* pages of @m are gone: ENOMEM, as madvise(MADV_UNMERGEABLE) says */
 	CHECK_RET("unregister", ksmu_unregister(m, n * PG), -ENOMEM);
 	CHECK("the rest unmerged", t_maps_in(m, n * PG, &memfd) >= 0 && memfd == 0);
+	munmap(m, n * PG);
+	munmap(dst, 4 * PG);
+}
+
+/*
+ * The set of dropped ranges (the reader answers faults of dropped merged
+ * pages with zeros from it) records every MADV_DONTNEED once something was
+ * merged; a pass end keeps only what overlaps store mappings.  A dropped
+ * merged page moved by mremap() before it is touched takes its drop along.
+ */
+static void test_zap_set(void)
+{
+	const size_t n = 64;
+	char *m = merged_region(n, 1000), *u = t_map_anon(2 * n), *dst = t_map_anon(4);
+	struct ksmu_stats s0, s1, s2;
+	size_t i;
+
+	printf("-- dropped ranges: pruned, and moved with their pages\n");
+	for (i = 0; i < 2 * n; i++)
+		t_fill_page(u + i * PG, 5000 + i); /* unique: never merged */
+	CHECK_RET("register", ksmu_register(u, 2 * n * PG), 0);
+	ksmu_scan_full();
+	s0 = st();
+	for (i = 0; i < 2 * n; i += 2) /* 64 separate drops of anonymous pages */
+		CHECK("drop", madvise(u + i * PG, PG, MADV_DONTNEED) == 0);
+	wait_events(s0.uffd_events);
+	s1 = st();
+	ksmu_scan_full();
+	s2 = st();
+	printf("   zap ranges %llu -> %llu after 64 drops -> %llu after a pass\n",
+	       (unsigned long long)s0.zap_ranges, (unsigned long long)s1.zap_ranges,
+	       (unsigned long long)s2.zap_ranges);
+	CHECK("drops recorded", s1.zap_ranges >= s0.zap_ranges + n);
+	CHECK("pruned at the pass end", s2.zap_ranges <= s0.zap_ranges);
+
+	CHECK("merged", t_pfn_of(m + 9 * PG) == t_pfn_of(m + PG));
+	CHECK("dropped", madvise(m + 9 * PG, PG, MADV_DONTNEED) == 0);
+	CHECK("moved untouched",
+	      mremap(m + 9 * PG, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst + PG) == dst + PG);
+	CHECK("reads zeros at its new place", t_page_is_zero(dst + PG));
+	CHECK_RET("unregister", ksmu_unregister(u, 2 * n * PG), 0);
+	CHECK_RET("unregister", ksmu_unregister(m, n * PG), -ENOMEM);
+	munmap(u, 2 * n * PG);
 	munmap(m, n * PG);
 	munmap(dst, 4 * PG);
 }
@@ -456,6 +518,7 @@ int main(void)
 	test_dontneed();
 	test_munmap();
 	test_mremap_adopt();
+	test_zap_set();
 	test_unregister_and_run2();
 	test_zero_pages();
 	test_pinned();
