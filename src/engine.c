@@ -81,6 +81,7 @@ static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char
 static void atfork_prepare(void);
 static void atfork_parent(void);
 static void atfork_child(void);
+static void engine_atexit(void);
 
 /* The scanner's timed sleeps use CLOCK_MONOTONIC: immune to clock changes. */
 static void init_wake(pthread_cond_t *c)
@@ -157,6 +158,8 @@ static void engine_init(void)
 	else
 		pr_info("exact dirty tracking unavailable; re-hashing pages every pass");
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	if (atexit(engine_atexit))
+		pr_warn("no exit handler: a leak checker at exit may wait for the scanner");
 	engine_ready = true;
 	return;
 
@@ -185,7 +188,8 @@ static void *scanner_main(void *arg)
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) { /* runs until the process exits */
-		if (e->knobs.run == KSMU_RUN_MERGE && e->nr_regions) {
+		if (e->knobs.run == KSMU_RUN_MERGE && e->nr_regions &&
+		    !__atomic_load_n(&e->exiting, __ATOMIC_ACQUIRE)) {
 			struct timespec ts;
 			unsigned long ms;
 			long r = ksmu_scan_batch(e, e->knobs.pages_to_scan);
@@ -1162,7 +1166,34 @@ static void atfork_child(void)
 }
 
 /*
- * No destructor stops the scanner: at exit, exit_group() ends it.  Nothing
+ * At exit() the scanner finishes its batch and scans no more (exit
+ * handlers run in reverse order of registration, so this one runs before
+ * those of runtimes loaded earlier).  A merge window waits, in an
+ * uninterruptible sleep, for the event reader to read the REMAP of its
+ * staged store mapping (merge.c, ZAPS); a runtime that stops every thread
+ * with ptrace at exit (LeakSanitizer) would otherwise stop the reader and
+ * then wait forever for the scanner to stop.  The exiting thread waits for
+ * the batch (a few milliseconds) for at most two seconds: exit() called
+ * while this thread holds the engine lock (from a signal handler inside an
+ * API call, which is undefined anyway) must not deadlock.
+ */
+static void engine_atexit(void)
+{
+	struct ksmu_engine *e = &engine;
+	int i;
+
+	__atomic_store_n(&e->exiting, true, __ATOMIC_RELEASE);
+	for (i = 0; i < 2000; i++) {
+		if (pthread_mutex_trylock(&e->lock) == 0) {
+			pthread_mutex_unlock(&e->lock);
+			return;
+		}
+		usleep(1000);
+	}
+}
+
+/*
+ * No destructor stops the scanner thread itself: exit_group() ends it.  Nothing
  * needs freeing, a batch still running while exit handlers unmap memory is
  * harmless (reads go through process_vm_readv(), which returns EFAULT), and
  * stopping a thread during the C library's (or a sanitizer runtime's) own

@@ -107,6 +107,7 @@ struct ksmu_counters {
  * @ever_merged: a merge happened (atomic; tells the reader to keep REMOVE ranges)
  * @merger_hooked: @merger is set up with the tracker's hooks (atomic; the
  *               reader then also drains its REMOVE descriptors)
+ * @exiting:     exit() was called: the scanner thread scans no more (atomic)
  */
 struct ksmu_engine {
 	pthread_mutex_t lock;
@@ -152,6 +153,7 @@ struct ksmu_engine {
 	struct ksmu_dedup_stats dd;
 	bool ever_merged;
 	int merger_hooked;
+	bool exiting;
 };
 
 /** The process's engine, initialised on first use; NULL if that failed. */
