@@ -120,6 +120,12 @@ static void hook_zap_test(void *arg, uintptr_t start, size_t n, uint64_t *mask)
 	ksmu_engine_zap_test_locked(start, n, mask);
 }
 
+static void hook_zap_del(void *arg, uintptr_t start, uintptr_t end)
+{
+	(void)arg;
+	ksmu_engine_zap_del_locked(start, end);
+}
+
 static int merger_ready(struct ksmu_engine *e)
 {
 	int ret;
@@ -134,6 +140,7 @@ static int merger_ready(struct ksmu_engine *e)
 	e->merge_hooks.zap_lock = hook_zap_lock;
 	e->merge_hooks.zap_add = hook_zap_add;
 	e->merge_hooks.zap_test = hook_zap_test;
+	e->merge_hooks.zap_del = hook_zap_del;
 	ret = ksmu_merger_init_hooks(&e->merger, &e->merge_hooks);
 	if (ret) {
 		pr_info("merging unavailable (%s): detecting only", strerror(-ret));

@@ -816,6 +816,11 @@ void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&zap_lock);
 }
 
+void ksmu_engine_zap_del_locked(uintptr_t start, uintptr_t end)
+{
+	zap_remove_locked(start, end);
+}
+
 void ksmu_engine_zap_lock(bool on)
 {
 	if (on)

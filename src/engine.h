@@ -205,6 +205,8 @@ struct ksmu_range {
 void ksmu_engine_zap_forget(uintptr_t start, uintptr_t end);
 /** Lock (@on) or unlock the set; the reader holds it from read to set. */
 void ksmu_engine_zap_lock(bool on);
+/** (locked) [start, end) is no longer dropped (zeros are in place). */
+void ksmu_engine_zap_del_locked(uintptr_t start, uintptr_t end);
 /** (locked) Add a dropped range. */
 void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end);
 /** Ranges in the set now. */

@@ -1551,6 +1551,8 @@ out_undo:
 	 * (they would fault the store page back once the range is no longer
 	 * registered MINOR).  EEXIST: a page is there already.
 	 */
+	if (minor)
+		m->hooks->zap_lock(m->hooks->arg, true);
 	for (k = 0; minor && k < n; k++) {
 		struct uffdio_copy cp;
 
@@ -1561,8 +1563,12 @@ out_undo:
 		cp.src = (uintptr_t)zero_page;
 		cp.len = KSMU_PAGE_SIZE;
 		cp.mode = UFFDIO_COPY_MODE_DONTWAKE;
-		ioctl(m->wp_uffd, UFFDIO_COPY, &cp);
+		/* resolved: a later window must not take the page for dropped */
+		if (ioctl(m->wp_uffd, UFFDIO_COPY, &cp) == 0)
+			m->hooks->zap_del(m->hooks->arg, cp.dst, cp.dst + KSMU_PAGE_SIZE);
 	}
+	if (minor)
+		m->hooks->zap_lock(m->hooks->arg, false);
 	/*
 	 * UFFDIO_UNREGISTER clears the WP bits and markers and wakes the
 	 * writers; they retry on the store mapping, as if nothing happened.

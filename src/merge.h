@@ -90,6 +90,8 @@ struct ksmu_merge_stats {
  * @zap_add:    (locked) the application dropped [start, end)
  * @zap_test:   (locked) set bit i of @mask if page i of the @n pages at
  *              @start was dropped and not faulted back since
+ * @zap_del:    (locked) [start, end) is no longer dropped (the window put
+ *              zeros there)
  */
 struct ksmu_merge_hooks {
 	void *arg;
@@ -98,6 +100,7 @@ struct ksmu_merge_hooks {
 	void (*zap_lock)(void *arg, bool on);
 	void (*zap_add)(void *arg, uintptr_t start, uintptr_t end);
 	void (*zap_test)(void *arg, uintptr_t start, size_t n, uint64_t *mask);
+	void (*zap_del)(void *arg, uintptr_t start, uintptr_t end);
 };
 
 /**
