@@ -136,6 +136,7 @@ struct ksmu_stats {
 	uint64_t window_ns_max;	  /**< ksmu: longest merge window */
 	uint64_t pages_adopted; /**< ksmu: merged pages found moved (mremap) and recorded again */
 	uint64_t zap_ranges;	/**< ksmu: dropped ranges remembered (pruned to store mappings at pass end) */
+	uint64_t reader_cpu_ns; /**< ksmu: CPU time of the event reader thread (faults, events), cumulative; the engine's CPU is this plus scan_cpu_ns */
 };
 
 /**

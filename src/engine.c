@@ -1014,6 +1014,8 @@ static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
 	return true;
 }
 
+static uint64_t self_cpu_ns(void);
+
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
@@ -1063,6 +1065,8 @@ static void *events_main(void *arg)
 			if (r <= 0)
 				break;
 		}
+		/* its CPU is the engine's too (ksmu_stats.reader_cpu_ns) */
+		__atomic_store_n(&e->reader_cpu_ns, self_cpu_ns(), __ATOMIC_RELAXED);
 		/* REMOVEs the merger's windows left behind (merge.c, ZAPS) */
 		merger_busy = false;
 		for (j = 1; j < nfd; j++)
@@ -1083,6 +1087,15 @@ static void *events_main(void *arg)
 		n = 0;
 	}
 	return NULL;
+}
+
+/* This thread's CPU time in nanoseconds. */
+static uint64_t self_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)

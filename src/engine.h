@@ -108,6 +108,7 @@ struct ksmu_counters {
  * @merger_hooked: @merger is set up with the tracker's hooks (atomic; the
  *               reader then also drains its REMOVE descriptors)
  * @exiting:     exit() was called: the scanner thread scans no more (atomic)
+ * @reader_cpu_ns: CPU time of the event reader thread (written by it, atomic)
  */
 struct ksmu_engine {
 	pthread_mutex_t lock;
@@ -154,6 +155,7 @@ struct ksmu_engine {
 	bool ever_merged;
 	int merger_hooked;
 	bool exiting;
+	uint64_t reader_cpu_ns;
 };
 
 /** The process's engine, initialised on first use; NULL if that failed. */

@@ -741,15 +741,22 @@ static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int
 	__atomic_store_n(&m->staging, (uintptr_t)s, __ATOMIC_SEQ_CST);
 	err = m->hooks->arm(m->hooks->arg, (uintptr_t)s, len);
 	if (!err) {
-		r = syscall(SYS_mremap, s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr);
+		/*
+		 * MREMAP_DONTUNMAP leaves the (now empty) staging VMA behind:
+		 * no UNMAP event for it, so one round trip to the tracker's
+		 * reader (the REMAP) instead of two.  It is then unregistered,
+		 * so that its munmap() reports nothing either.
+		 */
+		r = syscall(SYS_mremap, s, len, len,
+			    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, addr);
 		if (r == -1) {
 			err = -errno;
 			/* mremap() unmaps the destination first: is the run still there? */
 			*gone = msync((void *)addr, len, MS_ASYNC) < 0 && errno == ENOMEM;
 		}
+		uffd_unregister(m->hooks->tracker_fd, (uintptr_t)s, len);
 	}
-	if (err)
-		syscall(SYS_munmap, s, len);
+	syscall(SYS_munmap, s, len);
 	return err;
 }
 

@@ -279,4 +279,5 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->window_ns_max = e->merger.stats.window_ns_max;
 	s->pages_adopted = e->dd.adopted;
 	s->zap_ranges = ksmu_engine_zap_count();
+	s->reader_cpu_ns = __atomic_load_n(&e->reader_cpu_ns, __ATOMIC_RELAXED);
 }
