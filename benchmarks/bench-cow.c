@@ -25,10 +25,11 @@
  *          <kind>_mean_ns=.. ... ratio_p50=.. ratio_mean=..
  * (a kind that could not run reports "na").
  *
- * Kernel KSM is a system-wide setting: whatever happens (normal exit, error,
- * SIGINT/SIGTERM/SIGHUP/SIGQUIT, a crash signal), once it has been touched
- * it is put back to run=2 (unmerge everything), then run=0,
- * pages_to_scan=100, sleep_millisecs=20, use_zero_pages=0 (the defaults).
+ * Kernel KSM is a system-wide setting: its knobs are saved before the first
+ * change, and whatever happens (normal exit, error, SIGINT, SIGTERM, SIGHUP,
+ * SIGQUIT, a crash signal) it is then put back: run=2 (unmerge everything),
+ * run=0, then the knobs as they were found (bench-common.c, shared with
+ * bench-scan and bench-merge).
  *
  * KSM is left alone (kind ksm skipped) if it is in use when the benchmark
  * starts (run != 0 or pages_shared != 0: another benchmark, a VM host),
@@ -40,10 +41,8 @@
  * only) ksmu's merge window is not available here (ctest skip).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,13 +52,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-common.h"
 #include "merge.h"
 
 #define PG 4096UL
-#define KSM_DIR "/sys/kernel/mm/ksm/"
 #define KSM_TIMEOUT_S 60
 
-static const char *prog = "bench-cow";
+const char bench_prog[] = "bench-cow";
 
 enum kind { K_KSM, K_KSMU, K_KSMU_RUN, K_ANON, K_ANON_FIRST, K_NR };
 static const char *const kind_name[K_NR] = {"ksm", "ksmu", "ksmu_run", "anon", "anon_first"};
@@ -81,92 +80,22 @@ struct result {
 
 /* ---------------------------------------------------------------- kernel KSM */
 
-static volatile sig_atomic_t ksm_touched;
-
-/* open/write/close only: also called from signal handlers. */
-static int ksm_write(const char *name, const char *val)
-{
-	char path[96] = KSM_DIR;
-	size_t i = sizeof(KSM_DIR) - 1, j;
-	ssize_t w;
-	int fd;
-
-	for (j = 0; name[j] && i < sizeof(path) - 1; j++)
-		path[i++] = name[j];
-	path[i] = 0;
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	w = write(fd, val, strlen(val));
-	close(fd);
-	return w < 0 ? -1 : 0;
-}
-
-static long ksm_read(const char *path)
+/* A number from a small procfs or sysfs file; -1 if unreadable. */
+static long read_long(const char *path)
 {
 	char buf[64];
-	ssize_t r;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-	if (fd < 0)
+	if (bench_read_text(path, buf, sizeof(buf)) || !buf[0])
 		return -1;
-	r = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (r <= 0)
-		return -1;
-	buf[r] = 0;
 	return strtol(buf, NULL, 10);
-}
-
-static void ksm_restore(void)
-{
-	if (!ksm_touched)
-		return;
-	ksm_write("run", "2"); /* unmerge everything */
-	ksm_write("run", "0");
-	ksm_write("pages_to_scan", "100");
-	ksm_write("sleep_millisecs", "20");
-	ksm_write("use_zero_pages", "0");
-	ksm_touched = 0;
-}
-
-static void ksm_signal(int sig)
-{
-	ksm_restore();
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static void ksm_guard(void)
-{
-	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE, SIGSEGV, SIGBUS,
-				   SIGFPE, SIGILL,  SIGABRT, SIGALRM, SIGUSR1, SIGUSR2};
-	struct sigaction sa;
-	size_t i;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = ksm_signal;
-	sigfillset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
-	atexit(ksm_restore);
 }
 
 /* ---------------------------------------------------------------- timing */
 
-static uint64_t now_ns(void)
+/* CLOCK_MONOTONIC (vDSO), ns; inline, as it brackets the timed writes. */
+static inline uint64_t now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
+	return bench_clock_ns(CLOCK_MONOTONIC);
 }
 
 static void time_writes(char *base, size_t n, uint64_t *lat, struct result *res)
@@ -184,7 +113,7 @@ static void time_writes(char *base, size_t n, uint64_t *lat, struct result *res)
 	}
 	for (i = 0; i < n; i++)
 		sum += (double)lat[i];
-	qsort(lat, n, sizeof(*lat), cmp_u64);
+	qsort(lat, n, sizeof(*lat), bench_cmp_u64);
 	res->p50 = lat[n / 2];
 	res->p99 = lat[(n * 99) / 100];
 	res->mean = sum / (double)n;
@@ -200,7 +129,7 @@ static uint64_t clock_cost(uint64_t *lat, size_t n)
 		t0 = now_ns();
 		lat[i] = now_ns() - t0;
 	}
-	qsort(lat, n, sizeof(*lat), cmp_u64);
+	qsort(lat, n, sizeof(*lat), bench_cmp_u64);
 	return lat[n / 2];
 }
 
@@ -242,8 +171,8 @@ static void run_ksm(size_t n, const unsigned char *content, bool force, uint64_t
 	uint64_t t0;
 	char *p;
 
-	if (geteuid() != 0 || access(KSM_DIR "run", W_OK) < 0) {
-		snprintf(res->note, sizeof(res->note), "skipped: needs root and %s", KSM_DIR);
+	if (geteuid() != 0 || access(BENCH_KSM_DIR "run", W_OK) < 0) {
+		snprintf(res->note, sizeof(res->note), "skipped: needs root and %s", BENCH_KSM_DIR);
 		return;
 	}
 	/*
@@ -252,11 +181,11 @@ static void run_ksm(size_t n, const unsigned char *content, bool force, uint64_t
 	 * (and the restore, run=2, would unmerge their pages) and their ksmd
 	 * would disturb the measurement.
 	 */
-	shared_before = ksm_read(KSM_DIR "pages_shared");
-	if (!force && (ksm_read(KSM_DIR "run") != 0 || shared_before > 0)) {
+	shared_before = read_long(BENCH_KSM_DIR "pages_shared");
+	if (!force && (read_long(BENCH_KSM_DIR "run") != 0 || shared_before > 0)) {
 		snprintf(res->note, sizeof(res->note),
 			 "skipped: kernel KSM in use (run=%ld, pages_shared=%ld); --force-ksm",
-			 ksm_read(KSM_DIR "run"), shared_before);
+			 read_long(BENCH_KSM_DIR "run"), shared_before);
 		return;
 	}
 	p = map_filled(n, content);
@@ -268,17 +197,16 @@ static void run_ksm(size_t n, const unsigned char *content, bool force, uint64_t
 		snprintf(res->note, sizeof(res->note), "MADV_MERGEABLE: %s", strerror(errno));
 		goto out_unmap;
 	}
-	ksm_guard();
-	ksm_touched = 1;
-	if (ksm_write("pages_to_scan", "20000") || ksm_write("sleep_millisecs", "0") ||
-	    ksm_write("run", "1")) {
+	bench_ksm_arm(); /* from here on, every exit path puts KSM back */
+	if (bench_ksm_write("pages_to_scan", "20000") || bench_ksm_write("sleep_millisecs", "0") ||
+	    bench_ksm_write("run", "1")) {
 		snprintf(res->note, sizeof(res->note), "cannot start ksmd");
 		goto out_restore;
 	}
 	/* Wait until every page of ours is merged (ksm_merging_pages, 6.1). */
 	t0 = now_ns();
 	while (now_ns() - t0 < (uint64_t)KSM_TIMEOUT_S * 1000000000u) {
-		merging = ksm_read("/proc/self/ksm_merging_pages");
+		merging = read_long("/proc/self/ksm_merging_pages");
 		if (merging < 0 || merging >= (long)n)
 			break;
 		usleep(20000);
@@ -286,25 +214,27 @@ static void run_ksm(size_t n, const unsigned char *content, bool force, uint64_t
 	if (merging < 0) {
 		/* No per-process counter: fall back to the global one. */
 		while (now_ns() - t0 < (uint64_t)KSM_TIMEOUT_S * 1000000000u &&
-		       ksm_read(KSM_DIR "pages_sharing") + ksm_read(KSM_DIR "pages_shared") -
+		       read_long(BENCH_KSM_DIR "pages_sharing") +
+			       read_long(BENCH_KSM_DIR "pages_shared") -
 			       (shared_before > 0 ? shared_before : 0) <
 			   (long)n)
 			usleep(20000);
-		merging = ksm_read(KSM_DIR "pages_sharing") + ksm_read(KSM_DIR "pages_shared");
+		merging = read_long(BENCH_KSM_DIR "pages_sharing") +
+			  read_long(BENCH_KSM_DIR "pages_shared");
 	}
 	printf("kernel KSM merged %ld of %zu pages in %.2f s (pages_shared %ld, pages_sharing "
 	       "%ld, full_scans %ld)\n",
-	       merging, n, (double)(now_ns() - t0) / 1e9, ksm_read(KSM_DIR "pages_shared"),
-	       ksm_read(KSM_DIR "pages_sharing"), ksm_read(KSM_DIR "full_scans"));
+	       merging, n, (double)(now_ns() - t0) / 1e9, read_long(BENCH_KSM_DIR "pages_shared"),
+	       read_long(BENCH_KSM_DIR "pages_sharing"), read_long(BENCH_KSM_DIR "full_scans"));
 	/* Stop ksmd before timing: it must not run beside the writes. */
-	ksm_write("run", "0");
+	bench_ksm_write("run", "0");
 	if (merging < (long)n)
 		snprintf(res->note, sizeof(res->note), "only %ld of %zu pages merged", merging, n);
 	time_writes(p, n, lat, res);
 	if (!content_ok(p, n, content))
 		snprintf(res->note, sizeof(res->note), "CONTENT WRONG after writes");
 out_restore:
-	ksm_restore();
+	bench_restore();
 out_unmap:
 	munmap(p, n * PG);
 }
@@ -394,7 +324,7 @@ static void usage(FILE *f)
 		"usage: %s [--pages N] [--no-ksm] [--force-ksm] [--quick]\n"
 		"  first-write (COW-break) latency: kernel KSM page, ksmu store page,\n"
 		"  present and untouched anonymous pages\n",
-		prog);
+		bench_prog);
 }
 
 static void field(char *buf, size_t len, const char *kind, const char *what, const struct result *r,
@@ -449,7 +379,7 @@ int main(int argc, char **argv)
 		ksm = false;
 	}
 	if (n < 16 || n > (1u << 20)) {
-		fprintf(stderr, "%s: --pages must be 16 .. 1048576\n", prog);
+		fprintf(stderr, "%s: --pages must be 16 .. 1048576\n", bench_prog);
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);

@@ -51,8 +51,10 @@
  *
  * The kernel's knobs are saved first and restored on every exit path (exit,
  * error, SIGINT, SIGTERM, crash signals): run=2 (unmerge, synchronous),
- * run=0, then the saved values.  Kernel KSM is used only if it is idle
- * (run=0, nothing merged); --quick never touches it.
+ * run=0, then the saved values (bench-common.c does that, and the KSM
+ * plumbing shared with bench-merge).  Kernel KSM is used only if it is idle
+ * (run=0, nothing merged) and not locked by another benchmark; --quick
+ * never touches it.
  *
  * Ratios are KSM CPU per page divided by ksmu CPU per page (per page of the
  * region): above 1, ksmu needs less CPU.  ksmu 0.1 only detects duplicates;
@@ -66,41 +68,30 @@
  * Exit status: 0 done; 1 a ksmu call or a kernel KSM step failed; 2 bad
  * command line; 77 the requested tracker is not available (ctest skip).
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-common.h"
 #include "datagen.h"
 #include "ksmu.h"
 
 #define PAGE_BYTES KSMU_DATAGEN_PAGE_SIZE
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
-#define KSM_DIR "/sys/kernel/mm/ksm/"
 #define KSM_PARK_PAGES "1073741824" /* pages_to_scan: one batch = rest of the pass */
 #define KSM_PARK_SLEEP "3600000"    /* sleep_millisecs while parked (1 h) */
 #define POLL_NS 500000ULL           /* full_scans polling period */
 #define MAX_REPEAT 1000
 
-static const char *prog = "bench-scan";
-
-enum engine { ENG_KSMU = 1, ENG_KSM = 2, ENG_BOTH = 3 };
+const char bench_prog[] = "bench-scan";
 
 /*
  * struct pass - what one measured ksmu pass cost.
@@ -183,53 +174,13 @@ static void usage(FILE *f)
 		"  --tracker T    force ksmu's dirty tracker: checksum (kernel KSM's way) or\n"
 		"                 wp (PAGEMAP_SCAN + async write-protect); default: engine's\n"
 		"  --seed S       workload seed (default 1)\n",
-		prog);
-}
-
-static uint64_t parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max)
-{
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	if (!*s || *s == '-' || *s == '+')
-		goto bad;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v < min || v > max)
-		goto bad;
-	return v;
-bad:
-	fprintf(stderr, "%s: %s wants an integer from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
-		prog, opt, min, max, s);
-	exit(2);
-}
-
-static void log_to_stderr(int level, const char *msg, void *arg)
-{
-	fprintf(stderr, "ksmu: %s\n", msg);
+		bench_prog);
 }
 
 static void die_ksmu(const char *what, int ret)
 {
-	fprintf(stderr, "%s: %s failed: %s\n", prog, what, strerror(-ret));
+	fprintf(stderr, "%s: %s failed: %s\n", bench_prog, what, strerror(-ret));
 	exit(1);
-}
-
-static uint64_t clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ns(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ULL),
-			       .tv_nsec = (long)(ns % 1000000000ULL) };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 static const char *tracker_name(uint64_t t)
@@ -246,44 +197,19 @@ static const char *tracker_name(uint64_t t)
 	}
 }
 
-/* Map @len bytes and fill them with the workload; returns the time taken. */
-static unsigned char *map_filled(size_t len, const struct ksmu_datagen_spec *spec,
-				 uint64_t *fill_ns)
-{
-	unsigned char *mem;
-	uint64_t t0;
-	int ret;
-
-	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED) {
-		fprintf(stderr, "%s: cannot map %zu MiB: %s\n", prog, len >> 20, strerror(errno));
-		exit(1);
-	}
-	/* Pre-fault in one call (faster than a fault per page; >= 5.14). */
-	t0 = clock_ns(CLOCK_MONOTONIC);
-	(void)madvise(mem, len, MADV_POPULATE_WRITE);
-	ret = ksmu_datagen_fill(mem, spec, NULL);
-	*fill_ns = clock_ns(CLOCK_MONOTONIC) - t0;
-	if (ret) {
-		fprintf(stderr, "%s: cannot generate the workload: %s\n", prog, strerror(-ret));
-		exit(1);
-	}
-	return mem;
-}
-
 /* Write one word in 1 % of the pages, evenly spread; returns the time taken. */
 static uint64_t write_1pct(unsigned char *mem, size_t pages)
 {
 	size_t writes = pages / 100 ? pages / 100 : 1;
 	size_t stride = pages / writes;
-	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	uint64_t t0 = bench_clock_ns(CLOCK_MONOTONIC);
 
 	for (size_t k = 0; k < writes; k++) {
 		uint64_t *w = (uint64_t *)(void *)(mem + k * stride * PAGE_BYTES + 64);
 
 		*w += 0x9e3779b97f4a7c15ULL;
 	}
-	return clock_ns(CLOCK_MONOTONIC) - t0;
+	return bench_clock_ns(CLOCK_MONOTONIC) - t0;
 }
 
 /* ------------------------------------------------------------------ ksmu */
@@ -306,11 +232,11 @@ static struct pass measure_pass(void)
 	int ret;
 
 	a = get_stats();
-	w0 = clock_ns(CLOCK_MONOTONIC);
-	c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+	w0 = bench_clock_ns(CLOCK_MONOTONIC);
+	c0 = bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 	ret = ksmu_scan_full();
-	c1 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
-	w1 = clock_ns(CLOCK_MONOTONIC);
+	c1 = bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+	w1 = bench_clock_ns(CLOCK_MONOTONIC);
 	if (ret < 0)
 		die_ksmu("ksmu_scan_full", ret);
 	b = get_stats();
@@ -372,7 +298,7 @@ static void run_ksmu(const struct ksmu_datagen_spec *spec, const struct ksmu_dat
 		     struct run_result *out)
 {
 	size_t len = spec->pages * PAGE_BYTES;
-	unsigned char *mem = map_filled(len, spec, &out->u_fill_ns);
+	unsigned char *mem = bench_map_filled(len, spec, &out->u_fill_ns);
 	struct ksmu_stats st1;
 	struct pass p;
 	int ret;
@@ -404,284 +330,11 @@ static void run_ksmu(const struct ksmu_datagen_spec *spec, const struct ksmu_dat
 
 	ret = ksmu_unregister(mem, len);
 	if (ret < 0)
-		fprintf(stderr, "%s: ksmu_unregister failed: %s\n", prog, strerror(-ret));
+		fprintf(stderr, "%s: ksmu_unregister failed: %s\n", bench_prog, strerror(-ret));
 	munmap(mem, len);
 }
 
-/* ------------------------------------------------ kernel KSM: save/restore */
-
-/*
- * Knobs saved before the first change and written back by ksm_restore(),
- * after run=2 and run=0, in this order.  advisor_mode comes last: switching
- * it resets pages_to_scan, and pages_to_scan cannot be written while an
- * advisor is on.
- */
-enum ksm_knob {
-	KN_PAGES_TO_SCAN, KN_SLEEP, KN_USE_ZERO, KN_MAX_SHARING, KN_MERGE_NODES,
-	KN_SMART_SCAN, KN_ADVISOR, KN_COUNT
-};
-
-struct ksm_saved {
-	const char *name;
-	char path[64];
-	char value[64];
-	bool present;
-};
-
-static struct ksm_saved ksm_saved[KN_COUNT] = {
-	[KN_PAGES_TO_SCAN] = { .name = "pages_to_scan" },
-	[KN_SLEEP] = { .name = "sleep_millisecs" },
-	[KN_USE_ZERO] = { .name = "use_zero_pages" },
-	[KN_MAX_SHARING] = { .name = "max_page_sharing" },
-	[KN_MERGE_NODES] = { .name = "merge_across_nodes" },
-	[KN_SMART_SCAN] = { .name = "smart_scan" },
-	[KN_ADVISOR] = { .name = "advisor_mode" },
-};
-
-static const char ksm_run_path[] = KSM_DIR "run";
-static volatile sig_atomic_t ksm_armed;   /* the kernel's knobs may differ from ksm_saved */
-static atomic_int ksm_restore_state;      /* 0 not started, 1 running, 2 done */
-
-/* Async-signal-safe helpers: only open, write, close. */
-static size_t as_strlen(const char *s)
-{
-	size_t n = 0;
-
-	while (s[n])
-		n++;
-	return n;
-}
-
-static void as_err(const char *a, const char *b, const char *c)
-{
-	const char *parts[] = { prog, ": ", a, b, c, "\n" };
-
-	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		ssize_t n = write(STDERR_FILENO, parts[i], as_strlen(parts[i]));
-
-		(void)n;
-	}
-}
-
-/* Write @val to a sysfs file; 0 or -errno.  Async-signal-safe. */
-static int sysfs_write(const char *path, const char *val)
-{
-	size_t len = as_strlen(val);
-	int fd, err = 0, tries = 0;
-	ssize_t n;
-
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	do {
-		n = write(fd, val, len);
-	} while (n < 0 && errno == EINTR && ++tries < 5);
-	if (n < 0)
-		err = -errno;
-	else if ((size_t)n != len)
-		err = -EIO;
-	close(fd);
-	return err;
-}
-
-/*
- * Put kernel KSM back as it was: unmerge everything (the write of run=2
- * returns when it is done), stop, write the saved knobs.  Runs once; a
- * second caller waits for the first.  Async-signal-safe; callers outside a
- * signal handler block signals around it (ksm_restore_atexit), so that a
- * signal cannot interrupt the unmerge.
- */
-static void ksm_restore(void)
-{
-	int expect = 0;
-
-	if (!ksm_armed)
-		return;
-	if (!atomic_compare_exchange_strong(&ksm_restore_state, &expect, 1)) {
-		while (atomic_load(&ksm_restore_state) != 2) {
-			struct timespec ts = { 0, 1000000 };
-
-			nanosleep(&ts, NULL);
-		}
-		return;
-	}
-	if (sysfs_write(ksm_run_path, "2"))
-		as_err("restore: cannot write run=2 (unmerge) to ", ksm_run_path, "");
-	if (sysfs_write(ksm_run_path, "0"))
-		as_err("restore: cannot write run=0 to ", ksm_run_path, "");
-	for (int i = 0; i < KN_COUNT; i++) {
-		if (ksm_saved[i].present && sysfs_write(ksm_saved[i].path, ksm_saved[i].value))
-			as_err("restore: cannot write back ", ksm_saved[i].path, "");
-	}
-	ksm_armed = 0;
-	atomic_store(&ksm_restore_state, 2);
-}
-
-static void ksm_restore_atexit(void)
-{
-	sigset_t all, old;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	ksm_restore();
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-static void on_signal(int sig)
-{
-	struct sigaction dfl;
-	int saved_errno = errno;
-
-	ksm_restore();
-	/* Die of the signal once the handler returns (it is blocked until then). */
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL;
-	sigaction(sig, &dfl, NULL);
-	raise(sig);
-	errno = saved_errno;
-}
-
-static void install_restore(void)
-{
-	static const int sigs[] = { SIGHUP,  SIGINT,  SIGQUIT, SIGILL,  SIGABRT,
-				    SIGBUS,  SIGFPE,  SIGSEGV, SIGPIPE, SIGALRM,
-				    SIGTERM, SIGXCPU, SIGXFSZ, SIGUSR1, SIGUSR2 };
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;
-	sigfillset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
-	if (atexit(ksm_restore_atexit)) {
-		fprintf(stderr, "%s: atexit failed\n", prog);
-		exit(1);
-	}
-}
-
 /* ------------------------------------------------ kernel KSM: measurement */
-
-/* Read a small text file into @buf without the trailing newline; 0 or -errno. */
-static int read_text(const char *path, char *buf, size_t size)
-{
-	ssize_t n;
-	int fd, err = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, size - 1);
-	if (n < 0)
-		err = -errno;
-	close(fd);
-	if (err)
-		return err;
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		n--;
-	buf[n] = '\0';
-	return 0;
-}
-
-/* A KSM counter; exits if it cannot be read (and the atexit hook restores). */
-static uint64_t ksm_read(const char *name)
-{
-	char path[64], buf[64], *end;
-	unsigned long long v;
-	int err;
-
-	snprintf(path, sizeof(path), KSM_DIR "%s", name);
-	err = read_text(path, buf, sizeof(buf));
-	if (err) {
-		fprintf(stderr, "%s: cannot read %s: %s\n", prog, path, strerror(-err));
-		exit(1);
-	}
-	v = strtoull(buf, &end, 10);
-	if (end == buf) {
-		fprintf(stderr, "%s: %s holds '%s', not a number\n", prog, path, buf);
-		exit(1);
-	}
-	return v;
-}
-
-static void ksm_set(const char *name, const char *val)
-{
-	char path[64];
-	int err;
-
-	snprintf(path, sizeof(path), KSM_DIR "%s", name);
-	err = sysfs_write(path, val);
-	if (err) {
-		fprintf(stderr, "%s: cannot write %s to %s: %s\n", prog, val, path, strerror(-err));
-		exit(1);
-	}
-}
-
-static void ksm_set_u64(const char *name, uint64_t v)
-{
-	char buf[24];
-
-	snprintf(buf, sizeof(buf), "%" PRIu64, v);
-	ksm_set(name, buf);
-}
-
-static int ksmd_pid;
-static bool ksmd_schedstat; /* /proc/PID/schedstat readable: ns-exact CPU */
-
-static int find_ksmd(void)
-{
-	DIR *d = opendir("/proc");
-	struct dirent *de;
-	int pid = 0;
-
-	if (!d)
-		return 0;
-	while (!pid && (de = readdir(d)) != NULL) {
-		char path[300], comm[32];
-
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
-		if (!read_text(path, comm, sizeof(comm)) && !strcmp(comm, "ksmd"))
-			pid = atoi(de->d_name);
-	}
-	closedir(d);
-	return pid;
-}
-
-/*
- * ksmd's CPU time: @sched_ns from schedstat (0 without it), @stat_ns from
- * stat; @state is its scheduler state ('S' while it sleeps between batches).
- */
-struct ksmd_cpu {
-	uint64_t sched_ns, stat_ns;
-	char state;
-};
-
-static struct ksmd_cpu ksmd_cpu(void)
-{
-	static long tck;
-	struct ksmd_cpu c = { 0, 0, '?' };
-	char path[64], buf[1024], *p;
-	unsigned long long utime, stime;
-
-	if (!tck)
-		tck = sysconf(_SC_CLK_TCK);
-	if (ksmd_schedstat) {
-		snprintf(path, sizeof(path), "/proc/%d/schedstat", ksmd_pid);
-		if (!read_text(path, buf, sizeof(buf)))
-			c.sched_ns = strtoull(buf, NULL, 10);
-	}
-	snprintf(path, sizeof(path), "/proc/%d/stat", ksmd_pid);
-	if (read_text(path, buf, sizeof(buf)) || !(p = strrchr(buf, ')')) ||
-	    sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &c.state,
-		   &utime, &stime) != 3) {
-		fprintf(stderr, "%s: cannot read ksmd's CPU time from %s\n", prog, path);
-		exit(1);
-	}
-	c.stat_ns = (utime + stime) * (1000000000ULL / (uint64_t)tck);
-	return c;
-}
 
 static uint64_t pass_timeout_ns;
 
@@ -690,48 +343,26 @@ static void ksm_timeout(const char *what)
 {
 	char path[64], stat[256] = "?", wchan[64] = "?", run[8] = "?", *p;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", ksmd_pid);
-	read_text(path, stat, sizeof(stat));
-	snprintf(path, sizeof(path), "/proc/%d/wchan", ksmd_pid);
-	read_text(path, wchan, sizeof(wchan));
-	read_text(ksm_run_path, run, sizeof(run));
+	snprintf(path, sizeof(path), "/proc/%d/stat", bench_ksmd_pid);
+	bench_read_text(path, stat, sizeof(stat));
+	snprintf(path, sizeof(path), "/proc/%d/wchan", bench_ksmd_pid);
+	bench_read_text(path, wchan, sizeof(wchan));
+	bench_read_text(BENCH_KSM_DIR "run", run, sizeof(run));
 	p = strrchr(stat, ')');
 	fprintf(stderr,
 		"%s: kernel KSM: %s did not end within %.0f s (run=%s full_scans=%" PRIu64
 		" pages_scanned=%" PRIu64 " pages_to_scan=%" PRIu64 " sleep_millisecs=%" PRIu64
 		", ksmd state %c in %s)\n",
-		prog, what, pass_timeout_ns / 1e9, run, ksm_read("full_scans"),
-		ksm_read("pages_scanned"), ksm_read("pages_to_scan"), ksm_read("sleep_millisecs"),
-		p && p[1] ? p[2] : '?', wchan);
+		bench_prog, what, pass_timeout_ns / 1e9, run, bench_ksm_read("full_scans"),
+		bench_ksm_read("pages_scanned"), bench_ksm_read("pages_to_scan"),
+		bench_ksm_read("sleep_millisecs"), p && p[1] ? p[2] : '?', wchan);
 	exit(1);
-}
-
-/*
- * full_scans.  Only a write of run=2 sets it back to 0, and this program
- * makes that write only between runs (ksm_scans_floor = 0 then): a decrease
- * means another program is driving kernel KSM, and the figures are void.
- */
-static uint64_t ksm_scans_floor;
-
-static uint64_t ksm_scans(void)
-{
-	uint64_t v = ksm_read("full_scans");
-
-	if (v < ksm_scans_floor) {
-		fprintf(stderr,
-			"%s: kernel KSM: full_scans went back from %" PRIu64 " to %" PRIu64
-			": another program wrote run=2; giving up\n",
-			prog, ksm_scans_floor, v);
-		exit(1);
-	}
-	ksm_scans_floor = v;
-	return v;
 }
 
 /* A point on KSM's timeline: time, ksmd CPU, counters. */
 struct ksm_mark {
 	uint64_t t_ns;
-	struct ksmd_cpu cpu;
+	struct bench_ksmd_cpu cpu;
 	uint64_t full_scans, scanned, skipped;
 };
 
@@ -739,23 +370,23 @@ static struct ksm_mark ksm_mark_now(void)
 {
 	struct ksm_mark m;
 
-	m.full_scans = ksm_scans();
-	m.t_ns = clock_ns(CLOCK_MONOTONIC);
-	m.cpu = ksmd_cpu();
-	m.scanned = ksm_read("pages_scanned");
-	m.skipped = ksm_read("pages_skipped");
+	m.full_scans = bench_ksm_scans();
+	m.t_ns = bench_clock_ns(CLOCK_MONOTONIC);
+	m.cpu = bench_ksmd_cpu();
+	m.scanned = bench_ksm_read("pages_scanned");
+	m.skipped = bench_ksm_read("pages_skipped");
 	return m;
 }
 
 /* Poll full_scans until it reaches @target; the mark is taken on seeing it. */
 static struct ksm_mark ksm_wait_scans(uint64_t target, const char *what)
 {
-	uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + pass_timeout_ns;
+	uint64_t deadline = bench_clock_ns(CLOCK_MONOTONIC) + pass_timeout_ns;
 
-	while (ksm_scans() < target) {
-		if (clock_ns(CLOCK_MONOTONIC) > deadline)
+	while (bench_ksm_scans() < target) {
+		if (bench_clock_ns(CLOCK_MONOTONIC) > deadline)
 			ksm_timeout(what);
-		sleep_ns(POLL_NS);
+		bench_sleep_ns(POLL_NS);
 	}
 	return ksm_mark_now();
 }
@@ -766,7 +397,7 @@ static struct row ksm_row(const struct ksm_mark *a, const struct ksm_mark *b)
 
 	r.wall_ns = b->t_ns - a->t_ns;
 	r.alt_ns = b->cpu.stat_ns - a->cpu.stat_ns;
-	r.cpu_ns = ksmd_schedstat ? b->cpu.sched_ns - a->cpu.sched_ns : r.alt_ns;
+	r.cpu_ns = bench_ksmd_schedstat ? b->cpu.sched_ns - a->cpu.sched_ns : r.alt_ns;
 	r.visited = b->scanned - a->scanned;
 	r.skipped = b->skipped - a->skipped;
 	return r;
@@ -780,14 +411,14 @@ static struct row ksm_row(const struct ksm_mark *a, const struct ksm_mark *b)
  */
 static struct ksm_mark ksm_wait_pass_end(uint64_t target, const char *what, bool *nudged)
 {
-	uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + pass_timeout_ns;
-	uint64_t since = clock_ns(CLOCK_MONOTONIC);
-	struct ksmd_cpu last = ksmd_cpu();
+	uint64_t deadline = bench_clock_ns(CLOCK_MONOTONIC) + pass_timeout_ns;
+	uint64_t since = bench_clock_ns(CLOCK_MONOTONIC);
+	struct bench_ksmd_cpu last = bench_ksmd_cpu();
 	bool woken = false;
 
-	while (ksm_scans() < target) {
-		uint64_t now = clock_ns(CLOCK_MONOTONIC);
-		struct ksmd_cpu c = ksmd_cpu();
+	while (bench_ksm_scans() < target) {
+		uint64_t now = bench_clock_ns(CLOCK_MONOTONIC);
+		struct bench_ksmd_cpu c = bench_ksmd_cpu();
 
 		if (now > deadline)
 			ksm_timeout(what);
@@ -795,11 +426,11 @@ static struct ksm_mark ksm_wait_pass_end(uint64_t target, const char *what, bool
 		if (c.state != 'S' || c.sched_ns != last.sched_ns || c.stat_ns != last.stat_ns) {
 			last = c;
 			since = now;
-		} else if (now - since > 20000000ULL && !woken && ksm_scans() < target) {
-			ksm_set("sleep_millisecs", KSM_PARK_SLEEP "1");
+		} else if (now - since > 20000000ULL && !woken && bench_ksm_scans() < target) {
+			bench_ksm_set("sleep_millisecs", KSM_PARK_SLEEP "1");
 			woken = *nudged = true;
 		}
-		sleep_ns(POLL_NS);
+		bench_sleep_ns(POLL_NS);
 	}
 	return ksm_mark_now();
 }
@@ -810,14 +441,14 @@ static struct ksm_mark ksm_wait_pass_end(uint64_t target, const char *what, bool
  */
 static struct ksm_mark ksm_wait_idle(void)
 {
-	uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + pass_timeout_ns;
+	uint64_t deadline = bench_clock_ns(CLOCK_MONOTONIC) + pass_timeout_ns;
 	struct ksm_mark last = ksm_mark_now(), m;
 	int same = 0;
 
 	while (same < 10) {
-		if (clock_ns(CLOCK_MONOTONIC) > deadline)
+		if (bench_clock_ns(CLOCK_MONOTONIC) > deadline)
 			ksm_timeout("parking ksmd");
-		sleep_ns(1000000);
+		bench_sleep_ns(1000000);
 		m = ksm_mark_now();
 		if (m.cpu.state == 'S' && m.full_scans == last.full_scans &&
 		    m.scanned == last.scanned && m.cpu.sched_ns == last.cpu.sched_ns &&
@@ -828,87 +459,6 @@ static struct ksm_mark ksm_wait_idle(void)
 		last = m;
 	}
 	return last;
-}
-
-/*
- * Is kernel KSM usable here: writable, ksmd found, and idle (stopped, nothing
- * merged)?  On no, @why says why.
- */
-static bool ksm_usable(char *why, size_t size)
-{
-	static const char lock_path[] = "/run/lock/ksmu-bench-ksm.lock";
-	char buf[32] = "?";
-	int fd;
-
-	if (access(ksm_run_path, W_OK)) {
-		snprintf(why, size, "%s is not writable (%s; needs root)", ksm_run_path,
-			 strerror(errno));
-		return false;
-	}
-	/* One bench at a time drives kernel KSM; the lock goes with the process. */
-	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB)) {
-		snprintf(why, size, "%s: %s", lock_path,
-			 errno == EWOULDBLOCK ? "another bench-scan is measuring kernel KSM"
-					      : strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	ksmd_pid = find_ksmd();
-	if (!ksmd_pid) {
-		snprintf(why, size, "no ksmd thread found in /proc");
-		return false;
-	}
-	if (read_text(ksm_run_path, buf, sizeof(buf)) || strcmp(buf, "0") ||
-	    ksm_read("pages_shared") || ksm_read("pages_sharing") ||
-	    (!access(KSM_DIR "ksm_zero_pages", R_OK) && ksm_read("ksm_zero_pages"))) {
-		snprintf(why, size,
-			 "kernel KSM is in use (run=%s, pages_shared=%" PRIu64
-			 ", pages_sharing=%" PRIu64 "): not touching it",
-			 buf, ksm_read("pages_shared"), ksm_read("pages_sharing"));
-		return false;
-	}
-	return true;
-}
-
-/* Save the knobs, arm the restore paths, set KSM up like ksmu (still stopped). */
-static void ksm_setup(const struct ksmu_stats *kn)
-{
-	char path[80];
-
-	for (int i = 0; i < KN_COUNT; i++) {
-		struct ksm_saved *s = &ksm_saved[i];
-		char buf[64];
-
-		snprintf(s->path, sizeof(s->path), KSM_DIR "%s", s->name);
-		if (read_text(s->path, buf, sizeof(buf)))
-			continue; /* knob absent on this kernel (smart_scan, advisor_mode) */
-		if (i == KN_ADVISOR) {
-			/* "[none] scan-time": the bracketed word is the current mode */
-			char *a = strchr(buf, '['), *b = a ? strchr(a, ']') : NULL;
-
-			if (!a || !b)
-				continue;
-			*b = '\0';
-			memmove(buf, a + 1, (size_t)(b - a));
-		}
-		snprintf(s->value, sizeof(s->value), "%s", buf);
-		s->present = true;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/schedstat", ksmd_pid);
-	ksmd_schedstat = !access(path, R_OK);
-
-	install_restore();
-	ksm_armed = 1;
-
-	if (ksm_saved[KN_ADVISOR].present && strcmp(ksm_saved[KN_ADVISOR].value, "none"))
-		ksm_set("advisor_mode", "none"); /* the advisor would override pages_to_scan */
-	ksm_set_u64("use_zero_pages", kn->use_zero_pages);
-	ksm_set_u64("max_page_sharing", kn->max_page_sharing);
-	ksm_set_u64("merge_across_nodes", kn->merge_across_nodes);
-	if (ksm_saved[KN_SMART_SCAN].present)
-		ksm_set_u64("smart_scan", kn->smart_scan);
 }
 
 /*
@@ -927,18 +477,18 @@ static struct ksm_mark ksm_park_at_end(const struct ksm_mark *start, uint64_t ks
 	struct ksm_mark end, park;
 	uint64_t n, limit;
 
-	ksm_set("pages_to_scan", KSM_PARK_PAGES);
-	n = ksm_read("pages_scanned") - start->scanned;
+	bench_ksm_set("pages_to_scan", KSM_PARK_PAGES);
+	n = bench_ksm_read("pages_scanned") - start->scanned;
 	limit = (n / ksm_pages + 2) * ksm_pages;
-	while (ksm_scans() == start->full_scans &&
-	       ksm_read("pages_scanned") - start->scanned <= limit)
-		sleep_ns(POLL_NS / 5);
-	ksm_set("sleep_millisecs", KSM_PARK_SLEEP);
+	while (bench_ksm_scans() == start->full_scans &&
+	       bench_ksm_read("pages_scanned") - start->scanned <= limit)
+		bench_sleep_ns(POLL_NS / 5);
+	bench_ksm_set("sleep_millisecs", KSM_PARK_SLEEP);
 	end = ksm_wait_pass_end(start->full_scans + 1, what, &out->k_nudged);
 	park = ksm_wait_idle();
 	/* Not 0 only if the pass ended before the park was set (a tiny region). */
 	out->k_extra_passes += (unsigned)(park.full_scans - end.full_scans);
-	ksm_set_u64("pages_to_scan", ksm_pages);
+	bench_ksm_set_u64("pages_to_scan", ksm_pages);
 	return end;
 }
 
@@ -947,42 +497,39 @@ static void run_ksm(const struct ksmu_datagen_spec *spec, uint64_t ksm_pages,
 		    struct run_result *out)
 {
 	size_t len = spec->pages * PAGE_BYTES;
-	unsigned char *mem = map_filled(len, spec, &out->k_fill_ns);
+	unsigned char *mem = bench_map_filled(len, spec, &out->k_fill_ns);
 	struct ksm_mark m0, m1, m2, m3, before, m4s, m4, ms, me;
-	uint64_t n, t0;
+	uint64_t n;
 
-	/* KSM is stopped (run=0): run=2 puts its scan cursor at the start of a pass. */
-	ksm_set("run", "2");
-	ksm_scans_floor = 0;
-	ksm_set_u64("pages_to_scan", ksm_pages);
-	ksm_set("sleep_millisecs", "0"); /* the last run ended parked */
+	/* The cursor at the start of a pass; sleep_millisecs 0 (the last run ended parked). */
+	bench_ksm_fresh_start(ksm_pages);
 	if (madvise(mem, len, MADV_MERGEABLE)) {
-		fprintf(stderr, "%s: madvise(MADV_MERGEABLE): %s\n", prog, strerror(errno));
+		fprintf(stderr, "%s: madvise(MADV_MERGEABLE): %s\n", bench_prog, strerror(errno));
 		exit(1);
 	}
 	m0 = ksm_mark_now();
-	ksm_set("run", "1");
+	bench_ksm_set("run", "1");
 	m1 = ksm_wait_scans(m0.full_scans + 1, "pass 1");
 	m2 = ksm_wait_scans(m0.full_scans + 2, "pass 2");
-	out->k_shared = ksm_read("pages_shared");
-	out->k_sharing = ksm_read("pages_sharing");
-	out->k_unshared = ksm_read("pages_unshared");
-	out->k_chains = ksm_read("stable_node_chains");
-	out->k_dups = ksm_read("stable_node_dups");
+	out->k_shared = bench_ksm_read("pages_shared");
+	out->k_sharing = bench_ksm_read("pages_sharing");
+	out->k_unshared = bench_ksm_read("pages_unshared");
+	out->k_chains = bench_ksm_read("stable_node_chains");
+	out->k_dups = bench_ksm_read("stable_node_dups");
 
 	/* The clean pass, parked at its end; the 1 % write; the dirty pass. */
 	m3 = ksm_park_at_end(&m2, ksm_pages, "the clean pass", out);
-	out->k_shared3 = ksm_read("pages_shared");
-	out->k_sharing3 = ksm_read("pages_sharing");
+	out->k_shared3 = bench_ksm_read("pages_shared");
+	out->k_sharing3 = bench_ksm_read("pages_sharing");
 	before = ksm_mark_now();
 	out->k_write_ns = write_1pct(mem, spec->pages);
 	m4s = ksm_mark_now();
 	out->k_idle_ok = m4s.full_scans == before.full_scans && m4s.scanned == before.scanned;
-	ksm_set("sleep_millisecs", "0"); /* wakes ksmd */
+	bench_ksm_set("sleep_millisecs", "0"); /* wakes ksmd */
 	m4 = ksm_park_at_end(&m4s, ksm_pages, "the dirty pass", out);
 
 	/* The dirty pass was visit 4; warm up to the steady cycle, measure it. */
-	ksm_set("sleep_millisecs", "0");
+	bench_ksm_set("sleep_millisecs", "0");
 	ms = ksm_wait_scans(m4.full_scans + KSM_STEADY_FIRST - 5, "the smart_scan warm-up");
 	me = ksm_wait_scans(ms.full_scans + KSM_STEADY_PASSES - 1, "the steady passes");
 	me = ksm_park_at_end(&me, ksm_pages, "the last steady pass", out);
@@ -999,10 +546,7 @@ static void run_ksm(const struct ksmu_datagen_spec *spec, uint64_t ksm_pages,
 			 n == spec->pages;
 
 	/* Unmerge (the write returns when done), stop, and only then unmap. */
-	t0 = clock_ns(CLOCK_MONOTONIC);
-	ksm_set("run", "2");
-	out->k_unmerge_ns = clock_ns(CLOCK_MONOTONIC) - t0;
-	ksm_set("run", "0");
+	out->k_unmerge_ns = bench_ksm_unmerge();
 	munmap(mem, len);
 }
 
@@ -1137,29 +681,19 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
-			mib = parse_u64("--mib", optarg, 1, SIZE_MAX >> 21);
+			mib = bench_parse_u64("--mib", optarg, 1, SIZE_MAX >> 21);
 			break;
 		case 'q':
 			quick = true;
 			break;
 		case 'e':
-			if (!strcmp(optarg, "ksmu")) {
-				engine = ENG_KSMU;
-			} else if (!strcmp(optarg, "ksm")) {
-				engine = ENG_KSM;
-			} else if (!strcmp(optarg, "both")) {
-				engine = ENG_BOTH;
-			} else {
-				fprintf(stderr, "%s: --engine wants ksmu, ksm or both, not '%s'\n",
-					prog, optarg);
-				return 2;
-			}
+			engine = bench_parse_engine(optarg);
 			break;
 		case 'k':
-			ksm_pages = parse_u64("--ksm-pages", optarg, 1, 1000000);
+			ksm_pages = bench_parse_u64("--ksm-pages", optarg, 1, 1000000);
 			break;
 		case 'r':
-			repeat = (unsigned)parse_u64("--repeat", optarg, 1, MAX_REPEAT);
+			repeat = (unsigned)bench_parse_u64("--repeat", optarg, 1, MAX_REPEAT);
 			break;
 		case 't':
 			if (!strcmp(optarg, "checksum")) {
@@ -1168,58 +702,54 @@ int main(int argc, char **argv)
 				tracker = KSMU_TRACK_WP_ASYNC;
 			} else {
 				fprintf(stderr, "%s: --tracker wants checksum or wp, not '%s'\n",
-					prog, optarg);
+					bench_prog, optarg);
 				return 2;
 			}
 			break;
 		case 's':
-			spec.seed = parse_u64("--seed", optarg, 0, UINT64_MAX);
+			spec.seed = bench_parse_u64("--seed", optarg, 0, UINT64_MAX);
 			break;
 		case 'h':
 			usage(stdout);
 			return 0;
 		default:
-			fprintf(stderr, "Try '%s --help'.\n", prog);
-			return 2;
+			bench_usage_error();
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n", prog,
-			argv[optind], prog);
-		return 2;
-	}
+	bench_no_operands(argc, argv, optind);
 	if (quick) {
-		if (engine & ENG_KSM) {
-			fprintf(stderr, "%s: --quick measures ksmu only; drop --engine\n", prog);
+		if (engine & BENCH_ENG_KSM) {
+			fprintf(stderr, "%s: --quick measures ksmu only; drop --engine\n",
+				bench_prog);
 			return 2;
 		}
 		mib = 64;
-		engine = ENG_KSMU;
+		engine = BENCH_ENG_KSMU;
 	}
 
 	pages = (size_t)mib << 20 >> 12;
 	spec.pages = pages;
 	pass_timeout_ns = 30000000000ULL + 50000ULL * pages;
-	ksmu_set_log(log_to_stderr, NULL, KSMU_LOG_WARN);
+	ksmu_set_log(bench_log_to_stderr, NULL, KSMU_LOG_WARN);
 
 	/* The knobs both engines run with: ksmu's defaults. */
 	kn = get_stats();
 	ret = ksmu_datagen_expect(&spec, (unsigned long)kn.max_page_sharing,
 				  kn.use_zero_pages != 0, &ex);
 	if (ret) {
-		fprintf(stderr, "%s: cannot compute the expected answer: %s\n", prog,
+		fprintf(stderr, "%s: cannot compute the expected answer: %s\n", bench_prog,
 			strerror(-ret));
 		return 1;
 	}
 
 	if (!engine) {
-		engine = ksm_usable(why, sizeof(why)) ? ENG_BOTH : ENG_KSMU;
-	} else if ((engine & ENG_KSM) && !ksm_usable(why, sizeof(why))) {
-		fprintf(stderr, "%s: cannot measure kernel KSM: %s\n", prog, why);
+		engine = bench_ksm_usable(why, sizeof(why)) ? BENCH_ENG_BOTH : BENCH_ENG_KSMU;
+	} else if ((engine & BENCH_ENG_KSM) && !bench_ksm_usable(why, sizeof(why))) {
+		fprintf(stderr, "%s: cannot measure kernel KSM: %s\n", bench_prog, why);
 		return 1;
 	}
 
-	if (engine & ENG_KSMU) {
+	if (engine & BENCH_ENG_KSMU) {
 		/* No background scanning: the measured passes are the only work. */
 		ret = ksmu_set_run(KSMU_RUN_STOP);
 		if (ret < 0)
@@ -1235,20 +765,28 @@ int main(int argc, char **argv)
 				die_ksmu("ksmu_set_tunable(dirty_tracker)", ret);
 		}
 	}
-	if (engine & ENG_KSM)
-		ksm_setup(&kn);
+	if (engine & BENCH_ENG_KSM) {
+		struct bench_ksm_knobs knobs = {
+			.use_zero_pages = kn.use_zero_pages,
+			.max_page_sharing = kn.max_page_sharing,
+			.merge_across_nodes = kn.merge_across_nodes,
+			.smart_scan = kn.smart_scan,
+		};
+
+		bench_ksm_setup(&knobs);
+	}
 
 	runs = calloc(repeat, sizeof(*runs));
 	if (!runs) {
-		fprintf(stderr, "%s: out of memory\n", prog);
+		fprintf(stderr, "%s: out of memory\n", bench_prog);
 		return 1;
 	}
 	for (unsigned i = 0; i < repeat; i++) {
-		if (engine & ENG_KSMU) {
+		if (engine & BENCH_ENG_KSMU) {
 			run_ksmu(&spec, &ex, &runs[i]);
 			est_ok = est_ok && runs[i].est_ok;
 		}
-		if (engine & ENG_KSM)
+		if (engine & BENCH_ENG_KSM)
 			run_ksm(&spec, ksm_pages, &runs[i]);
 	}
 
@@ -1264,7 +802,7 @@ int main(int argc, char **argv)
 	       ex.pages_sharing);
 	if (*why)
 		printf("note: kernel KSM not measured: %s; no ratios\n", why);
-	if (engine & ENG_KSMU) {
+	if (engine & BENCH_ENG_KSMU) {
 		const struct run_result *r0 = &runs[0];
 		struct spread w = spread_q(runs, repeat, Q_WRITE, 0);
 
@@ -1290,14 +828,14 @@ int main(int argc, char **argv)
 		k_idle = k_idle && r->k_idle_ok;
 		k_covered = k_covered && r->k_covered;
 	}
-	if (engine & ENG_KSM) {
+	if (engine & BENCH_ENG_KSM) {
 		const struct run_result *r0 = &runs[0];
 		struct spread w = spread_q(runs, repeat, Q_WRITE, 1);
 
 		printf("kernel KSM: pages_to_scan %" PRIu64 ", sleep_millisecs 0; ksmd pid %d, CPU "
 		       "from /proc/%d/%s; filled in %.2f s\n",
-		       ksm_pages, ksmd_pid, ksmd_pid, ksmd_schedstat ? "schedstat" : "stat",
-		       r0->k_fill_ns / 1e9);
+		       ksm_pages, bench_ksmd_pid, bench_ksmd_pid,
+		       bench_ksmd_schedstat ? "schedstat" : "stat", r0->k_fill_ns / 1e9);
 		printf("  after pass 2: pages_shared %" PRIu64 " pages_sharing %" PRIu64
 		       " (merged), pages_unshared %" PRIu64 ", stable_node_chains %" PRIu64
 		       ", stable_node_dups %" PRIu64 "; after the clean pass: %" PRIu64 "/%" PRIu64
@@ -1307,7 +845,7 @@ int main(int argc, char **argv)
 		printf("  pass 2 result as expected in %u of %u run%s%s\n", k_merge_runs, repeat,
 		       repeat > 1 ? "s" : "",
 		       k_merge_runs < repeat ? " (KSM merged some pages only in a later pass)" : "");
-		if (engine & ENG_KSMU)
+		if (engine & BENCH_ENG_KSMU)
 			printf("duplicates found: ksmu first pass %" PRIu64 "/%" PRIu64
 			       " (detected), KSM pass 2 %" PRIu64 "/%" PRIu64
 			       " (merged), as pages_shared/pages_sharing: %s\n",
@@ -1331,13 +869,13 @@ int main(int argc, char **argv)
 	printf("%-6s %-10s %9s %15s %12s %10s %10s %10s %9s %9s %9s %8s\n", "engine", "pass",
 	       "ns/page", repeat > 1 ? "ns/page range" : "", "pages/s/cpu", "cpu ms", "alt cpu ms",
 	       "wall ms", "visited", "hashed", "clean", "skipped");
-	if (engine & ENG_KSMU) {
+	if (engine & BENCH_ENG_KSMU) {
 		print_row("ksmu", "first", runs, repeat, R_U_FIRST, pages);
 		print_row("ksmu", "clean", runs, repeat, R_U_CLEAN, pages);
 		print_row("ksmu", "dirty1pct", runs, repeat, R_U_DIRTY, pages);
 		print_row("ksmu", "steady", runs, repeat, R_U_STEADY, pages);
 	}
-	if (engine & ENG_KSM) {
+	if (engine & BENCH_ENG_KSM) {
 		print_row("ksm", "pass1", runs, repeat, R_K_PASS1, pages);
 		print_row("ksm", "pass2", runs, repeat, R_K_PASS2, pages);
 		print_row("ksm", "clean", runs, repeat, R_K_CLEAN, pages);
@@ -1347,7 +885,7 @@ int main(int argc, char **argv)
 	printf("steady: mean per pass over one smart_scan cycle, nothing written (ksmu: %d passes "
 	       "after %d more",
 	       KSMU_STEADY_PASSES, KSMU_STEADY_WARMUP);
-	if (engine & ENG_KSM)
+	if (engine & BENCH_ENG_KSM)
 		printf("; KSM: visits %d-%d).  With smart_scan %" PRIu64 ", pages that stay unmerged "
 		       "are scanned ever more rarely; KSM's clean and dirty1pct passes are its "
 		       "visits 3 and 4, before it skips any.\n",
@@ -1355,7 +893,7 @@ int main(int argc, char **argv)
 	else
 		printf(").\n");
 
-	if (engine == ENG_BOTH) {
+	if (engine == BENCH_ENG_BOTH) {
 		struct spread fu = spread_q(runs, repeat, Q_FIND, 0);
 		struct spread fk = spread_q(runs, repeat, Q_FIND, 1);
 
@@ -1370,8 +908,9 @@ int main(int argc, char **argv)
 	}
 
 	printf("RESULT bench=scan mib=%" PRIu64 " engine=%s repeat=%u", mib,
-	       engine == ENG_BOTH ? "both" : engine == ENG_KSM ? "ksm" : "ksmu", repeat);
-	if (engine & ENG_KSMU) {
+	       engine == BENCH_ENG_BOTH ? "both" : engine == BENCH_ENG_KSM ? "ksm" : "ksmu",
+	       repeat);
+	if (engine & BENCH_ENG_KSMU) {
 		const struct run_result *r0 = &runs[0];
 		double f = spread_q(runs, repeat, Q_CPU, R_U_FIRST).med;
 		double cl = spread_q(runs, repeat, Q_CPU, R_U_CLEAN).med;
@@ -1389,7 +928,7 @@ int main(int argc, char **argv)
 		       r0->row[R_U_FIRST].hashed, r0->row[R_U_CLEAN].hashed,
 		       r0->row[R_U_DIRTY].hashed, est_ok ? 1 : 0);
 	}
-	if (engine & ENG_KSM) {
+	if (engine & BENCH_ENG_KSM) {
 		const struct run_result *r0 = &runs[0];
 
 		printf(" ksm_pages_to_scan=%" PRIu64, ksm_pages);
@@ -1407,7 +946,7 @@ int main(int argc, char **argv)
 		       r0->k_shared, r0->k_sharing, k_merge_runs == repeat,
 		       k_parked && k_idle && k_covered);
 	}
-	if (engine == ENG_BOTH)
+	if (engine == BENCH_ENG_BOTH)
 		printf(" ksmu_find_ns_per_page=%.1f ratio_find=%.2f ratio_clean=%.2f"
 		       " ratio_dirty1pct=%.2f ratio_steady=%.2f",
 		       spread_q(runs, repeat, Q_FIND, 0).med / (double)pages,
