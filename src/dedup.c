@@ -126,6 +126,13 @@ static void hook_zap_del(void *arg, uintptr_t start, uintptr_t end)
 	ksmu_engine_zap_del_locked(start, end);
 }
 
+static int hook_disarm(void *arg, uintptr_t addr, size_t len)
+{
+	struct ksmu_engine *e = arg;
+
+	return ksmu_tracker_unregister(&e->tracker, addr, len);
+}
+
 static int merger_ready(struct ksmu_engine *e)
 {
 	int ret;
@@ -141,6 +148,7 @@ static int merger_ready(struct ksmu_engine *e)
 	e->merge_hooks.zap_add = hook_zap_add;
 	e->merge_hooks.zap_test = hook_zap_test;
 	e->merge_hooks.zap_del = hook_zap_del;
+	e->merge_hooks.disarm = hook_disarm;
 	ret = ksmu_merger_init_hooks(&e->merger, &e->merge_hooks);
 	if (ret) {
 		pr_info("merging unavailable (%s): detecting only", strerror(-ret));
@@ -739,7 +747,10 @@ static int unmerge_window(struct ksmu_engine *e, uintptr_t addr, size_t n)
 		flags = madvise((void *)addr, len, MADV_POPULATE_READ) == 0
 			    ? KSMU_UNMERGE_ABSENT_IS_ZERO
 			    : 0;
-		ksmu_tracker_unregister(&e->tracker, addr, len);
+		/* With the flag the window unregisters it from the tracker itself,
+		 * right before it registers the range (hook_disarm()). */
+		if (!flags)
+			ksmu_tracker_unregister(&e->tracker, addr, len);
 		err = ksmu_unmerge_run_flags(&e->merger, addr, n, flags);
 		if (err == -EAGAIN || err == -EBUSY)
 			e->dd.unmerge_retries++;

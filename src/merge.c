@@ -1430,8 +1430,12 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 	 * mapped (MINOR): the window may then read REMOVEs early (ZAPS).
 	 */
 	minor = hooked && (flags & KSMU_UNMERGE_ABSENT_IS_ZERO);
+	if (minor)
+		m->hooks->disarm(m->hooks->arg, addr, len); /* the caller's tracker lets go */
 	err = uffd_register_wp(m->wp_uffd, addr, len, minor);
 	if (err) {
+		if (minor && m->hooks->arm(m->hooks->arg, addr, len))
+			m->stats.errors++; /* the caller re-arms after the window */
 		window_exit();
 		if (hooked)
 			pthread_mutex_unlock(&m->events_lock);

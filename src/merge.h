@@ -92,6 +92,10 @@ struct ksmu_merge_stats {
  *              @start was dropped and not faulted back since
  * @zap_del:    (locked) [start, end) is no longer dropped (the window put
  *              zeros there)
+ * @disarm:     unregister [addr, addr + len) from the tracker; an unmerge
+ *              window with ABSENT_IS_ZERO calls it right before it registers
+ *              the range itself, so that the two registrations are as close
+ *              as two system calls can be (ZAPS, the residual gap)
  */
 struct ksmu_merge_hooks {
 	void *arg;
@@ -101,6 +105,7 @@ struct ksmu_merge_hooks {
 	void (*zap_add)(void *arg, uintptr_t start, uintptr_t end);
 	void (*zap_test)(void *arg, uintptr_t start, size_t n, uint64_t *mask);
 	void (*zap_del)(void *arg, uintptr_t start, uintptr_t end);
+	int (*disarm)(void *arg, uintptr_t addr, size_t len);
 };
 
 /**
