@@ -1174,40 +1174,55 @@ static int store_vma_text(uintptr_t addr, uintptr_t *end)
 }
 
 /*
- * Is [addr, addr+len) inside one read-write, private, non-executable memfd
- * VMA?  One PROCMAP_QUERY ioctl (6.11; about a microsecond), else a scan of
- * /proc/self/maps.  Return: 0, -EINVAL, or another -errno.
+ * PROCMAP_QUERY (6.11; about a microsecond) for the VMA covering @addr: 0
+ * if it is a read-write, private, non-executable memfd mapping (*q tells
+ * the rest), -EINVAL if it is not or nothing is mapped there, -ENOTTY if the
+ * kernel cannot answer (before 6.11), other -errno.
  */
-static int store_vma(struct ksmu_merger *m, uintptr_t addr, size_t len)
+static int memfd_vma_query(struct ksmu_merger *m, uintptr_t addr, struct procmap_query *q)
 {
 	const uint64_t rw = PROCMAP_QUERY_VMA_READABLE | PROCMAP_QUERY_VMA_WRITABLE;
-	struct procmap_query q;
 	char name[256];
-	uintptr_t end = 0;
-	int err;
 
 	if (m->maps_fd < 0) {
 		m->maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 		if (m->maps_fd < 0)
 			return -errno;
 	}
-	memset(&q, 0, sizeof(q));
-	q.size = sizeof(q);
-	q.query_addr = addr;
-	q.vma_name_addr = (uintptr_t)name;
-	q.vma_name_size = sizeof(name);
-	if (ioctl(m->maps_fd, PROCMAP_QUERY, &q) == 0) {
-		if (q.vma_start > addr || q.vma_end < addr + len || q.vma_flags != rw || !q.inode ||
-		    !q.vma_name_size ||
-		    strncmp(name, MEMFD_PREFIX, sizeof(MEMFD_PREFIX) - 1))
-			return -EINVAL;
-		return 0;
+	memset(q, 0, sizeof(*q));
+	q->size = sizeof(*q);
+	q->query_addr = addr;
+	q->vma_name_addr = (uintptr_t)name;
+	q->vma_name_size = sizeof(name);
+	if (ioctl(m->maps_fd, PROCMAP_QUERY, q) < 0) {
+		if (errno == ENOENT)
+			return -EINVAL; /* nothing mapped at @addr */
+		if (errno == ENOTTY || errno == EINVAL || errno == ENAMETOOLONG)
+			return -ENOTTY; /* no PROCMAP_QUERY, or not this struct */
+		return -errno;
 	}
-	err = errno;
-	if (err == ENOENT)
-		return -EINVAL; /* nothing mapped at addr */
-	if (err != ENOTTY && err != EINVAL && err != ENAMETOOLONG)
-		return -err;
+	q->vma_name_addr = 0; /* @name goes out of scope */
+	if (q->vma_start > addr || q->vma_flags != rw || !q->inode || !q->vma_name_size ||
+	    strncmp(name, MEMFD_PREFIX, sizeof(MEMFD_PREFIX) - 1))
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Is [addr, addr+len) inside one read-write, private, non-executable memfd
+ * VMA?  memfd_vma_query(), else (before 6.11) a scan of /proc/self/maps.
+ * Return: 0, -EINVAL, or another -errno.
+ */
+static int store_vma(struct ksmu_merger *m, uintptr_t addr, size_t len)
+{
+	struct procmap_query q;
+	uintptr_t end = 0;
+	int err = memfd_vma_query(m, addr, &q);
+
+	if (!err)
+		return q.vma_end < addr + len ? -EINVAL : 0;
+	if (err != -ENOTTY)
+		return err;
 	err = store_vma_text(addr, &end);
 	if (err)
 		return err;
@@ -1217,25 +1232,11 @@ static int store_vma(struct ksmu_merger *m, uintptr_t addr, size_t len)
 int ksmu_merge_store_page_at(struct ksmu_merger *m, uintptr_t addr, uint64_t *ino,
 			     uint64_t *pgoff)
 {
-	const uint64_t rw = PROCMAP_QUERY_VMA_READABLE | PROCMAP_QUERY_VMA_WRITABLE;
 	struct procmap_query q;
-	char name[256];
+	int err = memfd_vma_query(m, addr, &q);
 
-	if (m->maps_fd < 0) {
-		m->maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-		if (m->maps_fd < 0)
-			return -errno;
-	}
-	memset(&q, 0, sizeof(q));
-	q.size = sizeof(q);
-	q.query_addr = addr;
-	q.vma_name_addr = (uintptr_t)name;
-	q.vma_name_size = sizeof(name);
-	if (ioctl(m->maps_fd, PROCMAP_QUERY, &q) < 0)
-		return errno == ENOENT ? -EINVAL : -errno;
-	if (q.vma_start > addr || q.vma_flags != rw || !q.inode || !q.vma_name_size ||
-	    strncmp(name, MEMFD_PREFIX, sizeof(MEMFD_PREFIX) - 1))
-		return -EINVAL;
+	if (err)
+		return err;
 	*ino = q.inode;
 	*pgoff = (q.vma_offset + (addr - q.vma_start)) >> KSMU_PAGE_SHIFT;
 	return 0;
