@@ -813,7 +813,7 @@ static int unmerge_run(struct ksmu_engine *e, struct ksmu_region *r, size_t firs
 
 struct adopt_walk {
 	struct ksmu_engine *e;
-	struct ksmu_region *r;
+	struct ksmu_region *r; /* region of the last page looked at, or NULL */
 	uintptr_t a, b;
 };
 
@@ -826,9 +826,13 @@ static int adopt_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
 	if (!store)
 		return 0;
 	for (x = KSMU_MAX(lo, w->a); x < KSMU_MIN(hi, w->b); x += KSMU_PAGE_SIZE) {
-		struct ksmu_rmap_item *it =
-		    ksmu_region_item(w->r, (x - w->r->start) >> KSMU_PAGE_SHIFT);
+		struct ksmu_rmap_item *it;
 
+		if (!w->r || x < w->r->start || x >= w->r->end)
+			w->r = ksmu_region_lookup(&w->e->regions, x);
+		if (!w->r || x < w->r->start)
+			continue; /* not registered: none of ours to record */
+		it = ksmu_region_item(w->r, (x - w->r->start) >> KSMU_PAGE_SHIFT);
 		if (ksmu_item_flags(it) & KSMU_ITEM_MAPPED)
 			continue;
 		ksmu_scan_item_detach(w->e, it);
@@ -839,25 +843,26 @@ static int adopt_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
 	return 0;
 }
 
+void ksmu_dedup_adopt_range(struct ksmu_engine *e, uintptr_t a, uintptr_t b)
+{
+	struct adopt_walk w = {e, NULL, a, b};
+
+	if (!__atomic_load_n(&e->ever_merged, __ATOMIC_ACQUIRE) || merger_ready(e))
+		return;
+	maps_each(adopt_cb, &w);
+}
+
 int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t a, uintptr_t b,
 			     bool rearm)
 {
 	size_t idx = (KSMU_MAX(a, r->start) - r->start) >> KSMU_PAGE_SHIFT;
 	size_t end = (KSMU_MIN(b, r->end) - r->start) >> KSMU_PAGE_SHIFT;
-	struct adopt_walk w = {e, r, KSMU_MAX(a, r->start), KSMU_MIN(b, r->end)};
 	int ret = 0;
 
 	if (!__atomic_load_n(&e->ever_merged, __ATOMIC_ACQUIRE))
 		return 0;
 	if (e->merger_state <= 0 && merger_ready(e))
 		return e->merger_state;
-	/*
-	 * Store mappings the records do not know (memory moved here by
-	 * mremap() whose records were not made yet): recorded first, so that
-	 * they are unmerged like the others and nothing stays merged behind
-	 * an unregistered range.
-	 */
-	maps_each(adopt_cb, &w);
 	while (idx < end) {
 		struct ksmu_chunk *c = ksmu_region_chunk(r, idx);
 		size_t chunk_end = KSMU_MIN(end, ksmu_region_chunk_end(r, idx));

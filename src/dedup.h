@@ -115,6 +115,14 @@ void ksmu_dedup_keep_ref(struct ksmu_rmap_item *it, struct ksmu_pstore *ps, uint
 /** Free node @sn's store page reference (the node is being freed, empty). */
 void ksmu_dedup_node_gone(struct ksmu_engine *e, struct ksmu_stable_node *sn);
 /**
+ * ksmu_dedup_adopt_range() - record the store mappings in registered parts
+ * of [a, b) that have no MAPPED item (memory moved there by mremap() before
+ * a pass saw it), so that an unmerge that follows gives them back too and
+ * nothing stays merged behind an unregistered range.  One read of
+ * /proc/self/maps: call it once before unmerging many regions.
+ */
+void ksmu_dedup_adopt_range(struct ksmu_engine *e, uintptr_t a, uintptr_t b);
+/**
  * ksmu_dedup_unmerge_range() - give every MAPPED page of [a, b) in @r a
  * private anonymous copy of what it shows; @rearm: register the result for
  * tracking again (the region stays).  Return: 0 or the first -errno.

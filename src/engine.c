@@ -466,6 +466,7 @@ KSMU_API int ksmu_unregister(void *addr, size_t len)
 	e = engine_lock();
 	if (!e)
 		return engine_err;
+	ksmu_dedup_adopt_range(e, start, end);
 	for (r = ksmu_region_lookup(&e->regions, start); r && r->start < end; r = next) {
 		next = ksmu_region_next(r);
 		ret = cut_region(e, r, start, end, CUT_UNREGISTER);
@@ -1014,8 +1015,6 @@ static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
 	return true;
 }
 
-static uint64_t self_cpu_ns(void);
-
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
@@ -1065,8 +1064,6 @@ static void *events_main(void *arg)
 			if (r <= 0)
 				break;
 		}
-		/* its CPU is the engine's too (ksmu_stats.reader_cpu_ns) */
-		__atomic_store_n(&e->reader_cpu_ns, self_cpu_ns(), __ATOMIC_RELAXED);
 		/* REMOVEs the merger's windows left behind (merge.c, ZAPS) */
 		merger_busy = false;
 		for (j = 1; j < nfd; j++)
@@ -1089,12 +1086,14 @@ static void *events_main(void *arg)
 	return NULL;
 }
 
-/* This thread's CPU time in nanoseconds. */
-static uint64_t self_cpu_ns(void)
+uint64_t ksmu_engine_reader_cpu_ns(const struct ksmu_engine *e)
 {
 	struct timespec ts;
+	clockid_t cid;
 
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	if (!e->events_running || pthread_getcpuclockid(e->events_thread, &cid) ||
+	    clock_gettime(cid, &ts))
+		return 0;
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -1132,6 +1131,7 @@ static int tracker_start(struct ksmu_engine *e)
 
 	if (!disable_events && !e->events_running && ksmu_tracker_open(&e->tracker, true) == 0) {
 		if (start_thread(&t, events_main, e, "ksmu-uffd") == 0) {
+			e->events_thread = t;
 			e->events_running = true;
 			return 0;
 		}

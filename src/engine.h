@@ -108,7 +108,7 @@ struct ksmu_counters {
  * @merger_hooked: @merger is set up with the tracker's hooks (atomic; the
  *               reader then also drains its REMOVE descriptors)
  * @exiting:     exit() was called: the scanner thread scans no more (atomic)
- * @reader_cpu_ns: CPU time of the event reader thread (written by it, atomic)
+ * @events_thread: the event reader thread, valid while @events_running
  */
 struct ksmu_engine {
 	pthread_mutex_t lock;
@@ -155,7 +155,7 @@ struct ksmu_engine {
 	bool ever_merged;
 	int merger_hooked;
 	bool exiting;
-	uint64_t reader_cpu_ns;
+	pthread_t events_thread;
 };
 
 /** The process's engine, initialised on first use; NULL if that failed. */
@@ -211,6 +211,8 @@ void ksmu_engine_zap_lock(bool on);
 void ksmu_engine_zap_del_locked(uintptr_t start, uintptr_t end);
 /** (locked) Add a dropped range. */
 void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end);
+/** CPU time of the event reader thread so far (0 if there is none). */
+uint64_t ksmu_engine_reader_cpu_ns(const struct ksmu_engine *e);
 /** Ranges in the set now. */
 size_t ksmu_engine_zap_count(void);
 /** The set's generation: it grows with every drop recorded. */

@@ -167,6 +167,7 @@ int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
 		 */
 		struct ksmu_region *r;
 
+		ksmu_dedup_adopt_range(e, 0, UINTPTR_MAX);
 		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r)) {
 			ret = ksmu_dedup_unmerge_range(e, r, r->start, r->end, r->wp_tracked);
 			if (ret)
@@ -279,5 +280,5 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->window_ns_max = e->merger.stats.window_ns_max;
 	s->pages_adopted = e->dd.adopted;
 	s->zap_ranges = ksmu_engine_zap_count();
-	s->reader_cpu_ns = __atomic_load_n(&e->reader_cpu_ns, __ATOMIC_RELAXED);
+	s->reader_cpu_ns = ksmu_engine_reader_cpu_ns(e);
 }
