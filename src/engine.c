@@ -182,6 +182,8 @@ struct ksmu_engine *ksmu_engine_get(void)
 	return engine_ready ? &engine : NULL;
 }
 
+static void engine_apply_events(struct ksmu_engine *e);
+
 static void *scanner_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
@@ -192,7 +194,10 @@ static void *scanner_main(void *arg)
 		    !__atomic_load_n(&e->exiting, __ATOMIC_ACQUIRE)) {
 			struct timespec ts;
 			unsigned long ms;
-			long r = ksmu_scan_batch(e, e->knobs.pages_to_scan);
+			long r;
+
+			engine_apply_events(e);
+			r = ksmu_scan_batch(e, e->knobs.pages_to_scan);
 
 			if (r < 0)
 				pr_warn("scan batch failed: %s", strerror((int)-r));
@@ -266,6 +271,7 @@ static struct ksmu_engine *engine_lock(void)
 	pthread_mutex_lock(&e->lock);
 	if (e->need_child_restart)
 		child_restart(e);
+	engine_apply_events(e); /* what the caller did before this call */
 	return e;
 }
 
@@ -577,6 +583,7 @@ KSMU_API int ksmu_scan_full(void)
 		/* Let API callers and the scanner thread in between batches. */
 		engine_unlock(e);
 		pthread_mutex_lock(&e->lock);
+		engine_apply_events(e);
 	}
 	r = r < 0 ? r : (long)(e->cnt.full_scans & 0x7fffffff);
 	engine_unlock(e);
@@ -999,13 +1006,61 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
  * The application's munmap()/mremap()/madvise() returns only once its event
  * has been *read*, so reading never waits for the engine lock (a scan batch
  * may hold it for milliseconds): events are read into a queue as they come
- * and applied, in order, whenever the lock is free (trylock, retried every
- * millisecond).  Faults (MINOR, on store mappings) are answered at once.
- * The reader never blocks on the engine lock: the thread holding it may be
- * waiting for a fault answer.  If the queue overflows, the events are
- * dropped and every record is forgotten instead (records are re-made on
- * the next pass; store references of unmapped ranges leak).
+ * and applied, in order, by whoever holds the engine lock next - the
+ * reader itself (trylock, retried every millisecond), an API call, or the
+ * scanner between batches (engine_apply_events()).  Faults (MINOR, on
+ * store mappings) are answered at once.  The reader never blocks on the
+ * engine lock: the thread holding it may be waiting for a fault answer.
+ *
+ * Ordering guarantee: evq.lock is held from each read() until its events
+ * are queued, so an API call made after the application's munmap() or
+ * mremap() returned finds that event queued and applies it before it does
+ * anything else; ksmu_unregister() right after a mremap() into a
+ * registered range sees the moved registration, and an event can never be
+ * applied after a later API call it precedes.
+ *
+ * Lock order: engine lock, then evq.lock; zap_lock, then evq.lock.  Events
+ * are applied with evq.lock released (they are first moved to a buffer
+ * that only the engine lock's holder touches).  If the queue overflows,
+ * the events are dropped and every record is forgotten instead (records are
+ * re-made on the next pass; store references of unmapped ranges leak).
  */
+static struct {
+	pthread_mutex_t lock;
+	size_t n;	 /* queued, not yet applied */
+	bool lost;	 /* overflowed since the last apply */
+	struct ksmu_uffd_event q[EVENT_QUEUE];
+} evq = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Events being applied: owned by the engine lock's holder. */
+static struct ksmu_uffd_event evq_apply[EVENT_QUEUE];
+
+/* Apply every queued event, in order.  Engine lock held. */
+static void engine_apply_events(struct ksmu_engine *e)
+{
+	size_t n, i;
+	bool lost;
+
+	/*
+	 * Always under the lock, never an unlocked peek at evq.n: the
+	 * application's call returns inside the reader's read(), before the
+	 * event is queued, and only the lock makes this call wait for it.
+	 */
+	pthread_mutex_lock(&evq.lock);
+	n = evq.n;
+	lost = evq.lost;
+	memcpy(evq_apply, evq.q, n * sizeof(evq.q[0]));
+	__atomic_store_n(&evq.n, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&evq.lost, false, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&evq.lock);
+	for (i = 0; i < n; i++)
+		apply_event(e, &evq_apply[i]);
+	if (lost) {
+		pr_warn("event queue overflow: forgetting all records");
+		ksmu_scan_forget_all(e);
+	}
+}
+
 /* The merger's REMOVE descriptors, once it is set up with hooks (dedup.c). */
 static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
 {
@@ -1018,11 +1073,9 @@ static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
-	static struct ksmu_uffd_event q[EVENT_QUEUE];
 	struct ksmu_uffd_event in[16];
 	struct pollfd pfd[3];
-	size_t n = 0, i;
-	bool lost = false, merger_busy = false;
+	bool merger_busy = false, pending;
 	int mfds[2];
 
 	for (;;) {
@@ -1039,7 +1092,9 @@ static void *events_main(void *arg)
 				nfd++;
 			}
 		}
-		if (poll(pfd, (nfds_t)nfd, (n || lost || merger_busy) ? 1 : -1) < 0 &&
+		pending = __atomic_load_n(&evq.n, __ATOMIC_ACQUIRE) ||
+			  __atomic_load_n(&evq.lost, __ATOMIC_ACQUIRE);
+		if (poll(pfd, (nfds_t)nfd, (pending || merger_busy) ? 1 : -1) < 0 &&
 		    errno != EINTR) {
 			pr_err("event reader: poll failed: %s", strerror(errno));
 			return NULL;
@@ -1047,19 +1102,24 @@ static void *events_main(void *arg)
 		/*
 		 * Read first, without the engine lock: that is what lets the
 		 * caller go.  zap_lock is held from each read until its REMOVEs
-		 * are in the set (merge.c, ZAPS).
+		 * are in the set (merge.c, ZAPS), evq.lock until its events
+		 * are queued (the ordering guarantee above).
 		 */
 		for (;;) {
 			pthread_mutex_lock(&zap_lock);
+			pthread_mutex_lock(&evq.lock);
 			r = ksmu_tracker_read_events(&e->tracker, in, KSMU_ARRAY_SIZE(in));
 			for (j = 0; j < r; j++) {
 				if (event_now(e, &in[j]))
 					continue;
-				if (n < EVENT_QUEUE)
-					q[n++] = in[j];
-				else
-					lost = true;
+				if (evq.n < EVENT_QUEUE) {
+					evq.q[evq.n] = in[j];
+					__atomic_store_n(&evq.n, evq.n + 1, __ATOMIC_RELEASE);
+				} else {
+					__atomic_store_n(&evq.lost, true, __ATOMIC_RELEASE);
+				}
 			}
+			pthread_mutex_unlock(&evq.lock);
 			pthread_mutex_unlock(&zap_lock);
 			if (r <= 0)
 				break;
@@ -1069,19 +1129,13 @@ static void *events_main(void *arg)
 		for (j = 1; j < nfd; j++)
 			if ((pfd[j].revents & POLLIN) && ksmu_merger_drain(&e->merger) == -EBUSY)
 				merger_busy = true;
-		if (!n && !lost)
+		if (!__atomic_load_n(&evq.n, __ATOMIC_ACQUIRE) &&
+		    !__atomic_load_n(&evq.lost, __ATOMIC_ACQUIRE))
 			continue;
 		if (pthread_mutex_trylock(&e->lock))
-			continue; /* busy: keep reading, apply later */
-		for (i = 0; i < n; i++)
-			apply_event(e, &q[i]);
-		if (lost) {
-			pr_warn("event queue overflow: forgetting all records");
-			ksmu_scan_forget_all(e);
-			lost = false;
-		}
+			continue; /* busy: keep reading; the holder or we apply later */
+		engine_apply_events(e);
 		pthread_mutex_unlock(&e->lock);
-		n = 0;
 	}
 	return NULL;
 }
@@ -1146,10 +1200,12 @@ static int tracker_start(struct ksmu_engine *e)
 static void atfork_prepare(void)
 {
 	pthread_mutex_lock(&engine.lock);
+	pthread_mutex_lock(&evq.lock); /* no event half-queued in the child */
 }
 
 static void atfork_parent(void)
 {
+	pthread_mutex_unlock(&evq.lock);
 	/* The child maps every store page that exists now: never free them. */
 	ksmu_dedup_fork(&engine, false);
 	pthread_mutex_unlock(&engine.lock);
@@ -1169,6 +1225,11 @@ static void atfork_child(void)
 	 * inherited is the parent's userfaultfd: close it.
 	 */
 	pthread_mutex_init(&e->lock, NULL);
+	/*
+	 * Queued events changed the parent's memory before fork(), so the
+	 * child's copy too: it applies them at its first API call.
+	 */
+	pthread_mutex_init(&evq.lock, NULL);
 	init_wake(&e->wake);
 	ksmu_dedup_fork(e, true);
 	e->thread_running = false;
