@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define KSMU_VERSION_MAJOR 0
-#define KSMU_VERSION_MINOR 1
+#define KSMU_VERSION_MINOR 2
 #define KSMU_VERSION_PATCH 0
 #define KSMU_VERSION_NUM                                                                           \
 	(KSMU_VERSION_MAJOR * 10000 + KSMU_VERSION_MINOR * 100 + KSMU_VERSION_PATCH)
@@ -248,6 +248,15 @@ KSMU_API int ksmu_proc_stats(struct ksmu_proc_stats *out);
  * Context: thread-safe.
  */
 KSMU_API int ksmu_set_tunable(const char *name, unsigned long value);
+
+/**
+ * ksmu_check_tunable() - would ksmu_set_tunable(@name, @value) accept the
+ * value?  Checks the name and the value rules only (not -EBUSY, which
+ * depends on the engine's state), starts nothing: for tools that validate
+ * a configuration before they pass it on (ksmu-run, environment).
+ * Return: 0, or the -EINVAL ksmu_set_tunable() would return.
+ */
+KSMU_API int ksmu_check_tunable(const char *name, unsigned long value);
 
 /**
  * ksmu_get_tunable() - read a knob or counter by its sysfs name.

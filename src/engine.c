@@ -66,6 +66,9 @@
 #include "engine.h"
 #include "log.h"
 #include "probe.h"
+#include "control.h"
+#include "preload.h"
+#include "selfmem.h"
 
 #define ARENA_RESERVE (64UL << 30)    /* 8 TiB of tracked memory */
 #define ARENA_RESERVE_MIN (4UL << 30) /* when the address space is tight */
@@ -112,11 +115,36 @@ static void read_disable_env(void)
 	disable_events = strstr(v, "uffd_events") != NULL;
 }
 
+static bool env_flag(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && !strcmp(v, "1");
+}
+
 static bool best_tracker_possible(void)
 {
 	const struct ksmu_features *f = ksmu_probe_get();
 
 	return f->uffd_wp_async && f->pagemap_scan && !disable_wp_async;
+}
+
+static uint64_t now_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The scanner's page buffers: a batch, then one candidate page. */
+#define BUFS_LEN ((KSMU_BATCH_PAGES + 1) * KSMU_PAGE_SIZE)
+
+static unsigned char *map_own(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p; /* inherited: a forked child scans with it */
 }
 
 static void engine_init(void)
@@ -144,14 +172,22 @@ static void engine_init(void)
 	ret = ksmu_pagemap_open(&e->pm, f->pagemap_scan && !disable_pagemap_scan);
 	if (ret)
 		goto out_arena;
-	e->batch_buf = aligned_alloc(KSMU_PAGE_SIZE, KSMU_BATCH_PAGES * KSMU_PAGE_SIZE);
-	e->cand_buf = aligned_alloc(KSMU_PAGE_SIZE, KSMU_PAGE_SIZE);
+	/*
+	 * The page buffers are mapped, not allocated: merge windows compare
+	 * against them, so they must be the engine's own memory, which merge-any
+	 * never registers (selfmem.c), not heap pages.
+	 */
+	e->batch_buf = map_own(BUFS_LEN);
+	e->cand_buf = e->batch_buf ? e->batch_buf + KSMU_BATCH_PAGES * KSMU_PAGE_SIZE : NULL;
 	e->runs = calloc(KSMU_PM_VEC_LEN, sizeof(*e->runs));
 	e->wruns = calloc(KSMU_PM_VEC_LEN, sizeof(*e->wruns));
-	if (!e->batch_buf || !e->cand_buf || !e->runs || !e->wruns) {
+	if (!e->batch_buf || !e->runs || !e->wruns) {
 		ret = -ENOMEM;
 		goto out_bufs;
 	}
+	ksmu_self_add_library(&engine);
+	ksmu_self_add((uintptr_t)e->batch_buf, (uintptr_t)e->batch_buf + BUFS_LEN);
+	ksmu_self_add(e->arena.base, e->arena.base + e->arena.size);
 	e->tracker_mode = KSMU_TRACK_CHECKSUM;
 	if (best_tracker_possible() && tracker_start(e) == 0)
 		e->tracker_mode = KSMU_TRACK_WP_ASYNC;
@@ -160,12 +196,17 @@ static void engine_init(void)
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	if (atexit(engine_atexit))
 		pr_warn("no exit handler: a leak checker at exit may wait for the scanner");
+	pthread_mutex_lock(&e->lock);
+	ksmu_knobs_from_env(e);
+	pthread_mutex_unlock(&e->lock);
 	engine_ready = true;
+	if (ksmu_preload_active() || env_flag("KSMU_CONTROL"))
+		ksmu_control_start(); /* ksmctl status --pid: control.c */
 	return;
 
 out_bufs:
-	free(e->batch_buf);
-	free(e->cand_buf);
+	if (e->batch_buf)
+		munmap(e->batch_buf, BUFS_LEN);
 	free(e->runs);
 	free(e->wruns);
 	ksmu_pagemap_close(&e->pm);
@@ -183,6 +224,7 @@ struct ksmu_engine *ksmu_engine_get(void)
 }
 
 static void engine_apply_events(struct ksmu_engine *e);
+static void merge_any_tick(struct ksmu_engine *e);
 
 static void *scanner_main(void *arg)
 {
@@ -197,6 +239,7 @@ static void *scanner_main(void *arg)
 			long r;
 
 			engine_apply_events(e);
+			merge_any_tick(e);
 			r = ksmu_scan_batch(e, e->knobs.pages_to_scan);
 
 			if (r < 0)
@@ -259,6 +302,8 @@ static void child_restart(struct ksmu_engine *e)
 	}
 	if (e->nr_regions)
 		ensure_thread(e);
+	if (ksmu_control_child())
+		ksmu_control_start(); /* the child's own socket */
 }
 
 /* Take the lock; in a forked child, bring the scanner back. */
@@ -325,8 +370,8 @@ static int add_region(struct ksmu_engine *e, uintptr_t lo, uintptr_t hi)
 	return add_region_reg(e, lo, hi, false, false);
 }
 
-/* maps walk callback: register the parts of [lo, hi) not yet registered. */
-static int register_cb(uintptr_t lo, uintptr_t hi, void *arg)
+/* Register the parts of [lo, hi) not yet registered (none of them the engine's own). */
+static int register_parts(uintptr_t lo, uintptr_t hi, void *arg)
 {
 	struct ksmu_engine *e = arg;
 	struct ksmu_region *r = ksmu_region_lookup(&e->regions, lo);
@@ -344,6 +389,12 @@ static int register_cb(uintptr_t lo, uintptr_t hi, void *arg)
 	if (pos < hi)
 		return add_region(e, pos, hi);
 	return 0;
+}
+
+/* maps walk callback: register [lo, hi) but the engine's own memory. */
+static int register_cb(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	return ksmu_self_subtract(arg, lo, hi, register_parts, arg);
 }
 
 KSMU_API int ksmu_register(void *addr, size_t len)
@@ -369,6 +420,48 @@ KSMU_API int ksmu_register(void *addr, size_t len)
 	}
 	engine_unlock(e);
 	return ret;
+}
+
+/*
+ * Larger mappings are reserves, not memory in use (a sanitizer's shadow,
+ * a garbage collector's heap reserve): merge-any leaves them alone, since
+ * their records would cost more than anything merging them could save,
+ * and a runtime's shadow is touched by the merging thread itself.
+ */
+#define MERGE_ANY_MAX_MAPPING (1ULL << 40)
+
+/* merge-any walk callback: register, skip what cannot be, go on. */
+static int merge_any_cb(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	struct ksmu_engine *e = arg;
+	int ret;
+
+	if (hi - lo > MERGE_ANY_MAX_MAPPING)
+		return 0;
+	ret = register_cb(lo, hi, e);
+	if (ret)
+		pr_info("merge-any: %#lx-%#lx not registered: %s", (unsigned long)lo,
+			(unsigned long)hi, strerror(-ret));
+	return 0;
+}
+
+/* Merge-any: register every accessible private anonymous mapping.  Lock held. */
+static void merge_any_walk(struct ksmu_engine *e)
+{
+	int ret = ksmu_maps_walk_accessible(merge_any_cb, e);
+
+	e->any_walk_ns = now_mono_ns();
+	if (ret)
+		pr_warn("merge-any: registering new mappings failed: %s", strerror(-ret));
+	if (e->nr_regions && ensure_thread(e) == 0)
+		pthread_cond_signal(&e->wake);
+}
+
+/* Merge-any, from the scanner: look for new mappings at most once a second. */
+static void merge_any_tick(struct ksmu_engine *e)
+{
+	if (e->merge_any && now_mono_ns() - e->any_walk_ns >= 1000000000ull)
+		merge_any_walk(e);
 }
 
 static int noop_cb(uintptr_t lo, uintptr_t hi, void *arg)
@@ -485,6 +578,71 @@ KSMU_API int ksmu_unregister(void *addr, size_t len)
 	return ret ? ret : mret;
 }
 
+int ksmu_engine_merge_any(bool on)
+{
+	struct ksmu_engine *e = engine_lock();
+	struct ksmu_region *r, *next;
+	int ret = 0;
+
+	if (!e)
+		return engine_err;
+	if (on) {
+		e->merge_any = true;
+		merge_any_walk(e);
+	} else if (e->merge_any) {
+		/* as ksm_disable_merge_any(): every range unmerged and unregistered */
+		ksmu_dedup_adopt_range(e, 0, UINTPTR_MAX);
+		for (r = ksmu_region_first(&e->regions); r; r = next) {
+			next = ksmu_region_next(r);
+			ret = cut_region(e, r, r->start, r->end, CUT_UNREGISTER);
+			if (ret)
+				break;
+		}
+		if (!ret)
+			e->merge_any = false;
+	}
+	engine_unlock(e);
+	return ret;
+}
+
+int ksmu_engine_merge_any_get(void)
+{
+	struct ksmu_engine *e;
+	int on;
+
+	if (!engine_ready)
+		return 0;
+	e = engine_lock();
+	if (!e)
+		return 0;
+	on = e->merge_any;
+	engine_unlock(e);
+	return on;
+}
+
+bool ksmu_engine_covers(uintptr_t start, uintptr_t end)
+{
+	struct ksmu_engine *e;
+	struct ksmu_region *r;
+	uintptr_t pos = start;
+
+	if (!engine_ready || start >= end)
+		return false;
+	e = engine_lock();
+	if (!e)
+		return false;
+	for (r = ksmu_region_lookup(&e->regions, start); r && r->start <= pos && pos < end;
+	     r = ksmu_region_next(r))
+		pos = r->end;
+	engine_unlock(e);
+	return pos >= end;
+}
+
+bool ksmu_engine_started(void)
+{
+	return engine_ready;
+}
+
 KSMU_API int ksmu_stats_get(struct ksmu_stats *out, size_t size)
 {
 	struct ksmu_engine *e;
@@ -522,7 +680,7 @@ KSMU_API int ksmu_proc_stats(struct ksmu_proc_stats *out)
 	out->ksm_zero_pages = s.ksm_zero_pages;
 	out->ksm_merging_pages = s.pages_shared + s.pages_sharing;
 	out->ksm_process_profit = s.general_profit;
-	out->ksm_merge_any = 0;
+	out->ksm_merge_any = e->merge_any;
 	out->ksm_mergeable = e->nr_regions > 0;
 	engine_unlock(e);
 	return 0;
@@ -574,6 +732,8 @@ KSMU_API int ksmu_scan_full(void)
 
 	if (!e)
 		return engine_err;
+	if (e->merge_any)
+		merge_any_walk(e); /* mappings made before this call are in the pass */
 	/* A pass that started after this call: finish the current one first. */
 	target = e->cnt.full_scans + (e->cursor ? 2 : 1);
 	while (e->nr_regions && e->cnt.full_scans < target) {
@@ -866,6 +1026,20 @@ void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end)
 	nr_zaps++;
 }
 
+bool ksmu_engine_zap_extent(struct ksmu_range *out)
+{
+	bool any;
+
+	pthread_mutex_lock(&zap_lock);
+	any = zaps != NULL;
+	if (any) {
+		out->start = (uintptr_t)zaps;
+		out->end = (uintptr_t)zaps + zaps_cap * sizeof(*zaps);
+	}
+	pthread_mutex_unlock(&zap_lock);
+	return any;
+}
+
 size_t ksmu_engine_zap_count(void)
 {
 	size_t n;
@@ -963,7 +1137,10 @@ static bool zap_has_locked(uintptr_t addr)
  */
 static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 {
-	uintptr_t staging = __atomic_load_n(&e->merger.staging, __ATOMIC_SEQ_CST);
+	/* the merger is initialised (memset included) before merger_hooked is set */
+	uintptr_t staging = __atomic_load_n(&e->merger_hooked, __ATOMIC_ACQUIRE)
+				? __atomic_load_n(&e->merger.staging, __ATOMIC_SEQ_CST)
+				: 0;
 
 	switch (ev->kind) {
 	case KSMU_UFFD_FAULT: {
@@ -1151,6 +1328,11 @@ uint64_t ksmu_engine_reader_cpu_ns(const struct ksmu_engine *e)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int ksmu_engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
+{
+	return start_thread(t, fn, arg, name);
+}
+
 static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
 {
 	pthread_attr_t attr;
@@ -1170,6 +1352,7 @@ static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char
 		return -EAGAIN;
 	}
 	pthread_setname_np(*t, name);
+	ksmu_self_add_thread(*t);
 	return 0;
 }
 
@@ -1234,6 +1417,8 @@ static void atfork_child(void)
 	ksmu_dedup_fork(e, true);
 	e->thread_running = false;
 	e->events_running = false;
+	ksmu_self_forget_threads();
+	ksmu_control_atfork_child();
 	e->need_child_restart = true;
 	if (ksmu_pagemap_reopen(&e->pm))
 		e->pm.pid = getpid();

@@ -155,6 +155,8 @@ struct ksmu_engine {
 	bool ever_merged;
 	int merger_hooked;
 	bool exiting;
+	bool merge_any;	       /* prctl(PR_SET_MEMORY_MERGE, 1): all anonymous memory */
+	uint64_t any_walk_ns;  /* when merge-any last looked for new mappings */
 	pthread_t events_thread;
 };
 
@@ -192,13 +194,18 @@ void ksmu_knobs_default(struct ksmu_knobs *k);
 int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value);
 /** Read a knob or counter by name; engine lock held.  Return: 0 or -EINVAL. */
 int ksmu_knob_get(struct ksmu_engine *e, const char *name, unsigned long *value);
+/* The @i-th name of the knob and counter table (NULL past the end). */
+const char *ksmu_knob_name(size_t i, bool *writable);
+/**
+ * Apply KSMU_<KNOB>=VALUE from the environment (KSMU_PAGES_TO_SCAN=1000...);
+ * a bad value is reported on stderr and changes nothing.  Lock held.
+ * Return: how many were refused.
+ */
+int ksmu_knobs_from_env(struct ksmu_engine *e);
 /** Fill @s from the engine; engine lock held. */
 void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s);
 
 /* engine.c */
-struct ksmu_range {
-	uintptr_t start, end;
-};
 /*
  * The set of ranges the application dropped (MADV_DONTNEED) while they may
  * map store pages; the reader answers MINOR faults there with zeros.
@@ -215,6 +222,20 @@ void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end);
 uint64_t ksmu_engine_reader_cpu_ns(const struct ksmu_engine *e);
 /** Ranges in the set now. */
 size_t ksmu_engine_zap_count(void);
+/* Merge-any (prctl PR_SET_MEMORY_MERGE): on registers every private
+ * anonymous mapping now and every new one within a second; off unregisters
+ * everything (as the kernel's ksm_disable_merge_any()).  Return: 0 or -errno. */
+int ksmu_engine_merge_any(bool on);
+/** 1 if merge-any is on, 0 if not (the engine is not started for this). */
+int ksmu_engine_merge_any_get(void);
+/** True if all of [start, end) is registered. */
+bool ksmu_engine_covers(uintptr_t start, uintptr_t end);
+/** A detached engine thread, all signals blocked, named, its stack recorded as own. */
+int ksmu_engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name);
+/** Started (the engine, with its threads) for this process?  For the control channel. */
+bool ksmu_engine_started(void);
+/** Where the dropped-range set lives now (selfmem.c); false if nowhere. */
+bool ksmu_engine_zap_extent(struct ksmu_range *out);
 /** The set's generation: it grows with every drop recorded. */
 uint64_t ksmu_engine_zap_gen(void);
 /**

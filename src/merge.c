@@ -1287,6 +1287,21 @@ static int unmerge_open(struct ksmu_merger *m)
 	return 0;
 }
 
+size_t ksmu_merger_own_ranges(const struct ksmu_merger *m, struct ksmu_range *out, size_t max)
+{
+	size_t n = 0;
+
+	if (m->scratch && n < max) {
+		out[n].start = m->scratch;
+		out[n++].end = m->scratch + (m->scratch_pages << KSMU_PAGE_SHIFT);
+	}
+	if (m->unmerge_scratch && n < max) {
+		out[n].start = m->unmerge_scratch;
+		out[n++].end = m->unmerge_scratch + ((size_t)KSMU_MERGE_MAX_RUN << KSMU_PAGE_SHIFT);
+	}
+	return n;
+}
+
 /* Open the unmerge machinery at first use: it is not needed to merge. */
 static int unmerge_setup(struct ksmu_merger *m)
 {

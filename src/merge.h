@@ -173,6 +173,14 @@ struct ksmu_merger {
  */
 int ksmu_merger_init(struct ksmu_merger *m);
 
+struct ksmu_range;
+/**
+ * ksmu_merger_own_ranges() - the merger's scratch areas, which must never be
+ * registered for merging (selfmem.c).  Return: how many of @max filled.
+ * Context: the merger's owner.
+ */
+size_t ksmu_merger_own_ranges(const struct ksmu_merger *m, struct ksmu_range *out, size_t max);
+
 /**
  * ksmu_merger_init_hooks() - ksmu_merger_init() for a merger that works
  * with a dirty tracker: runs are registered on a uffd with EVENT_REMOVE, the

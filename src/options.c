@@ -22,8 +22,11 @@
  * KERNEL REQUIREMENTS
  *   None.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
@@ -117,36 +120,50 @@ static const struct knob_desc *find_knob(const char *name)
 	return NULL;
 }
 
-int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
+/* The value rules alone: no engine, no state. */
+static int knob_validate(const struct knob_desc *d, unsigned long value)
 {
-	const struct knob_desc *d = find_knob(name);
-	unsigned long *slot;
-	int ret;
-
 	if (!d || d->rule == RULE_RO)
 		return -EINVAL;
 	if (value > UINT_MAX)
 		return -EINVAL;
 	switch (d->rule) {
 	case RULE_BOOL:
-		if (value > 1)
-			return -EINVAL;
-		break;
+		return value > 1 ? -EINVAL : 0;
 	case RULE_RUN:
-		if (value > KSMU_RUN_UNMERGE)
-			return -EINVAL;
-		break;
+		return value > KSMU_RUN_UNMERGE ? -EINVAL : 0;
 	case RULE_MPS:
-		if (value < 2)
-			return -EINVAL;
-		break;
+		return value < 2 ? -EINVAL : 0;
 	case RULE_TRACKER:
-		if (value > KSMU_TRACK_WP_ASYNC)
-			return -EINVAL;
-		break;
+		return value > KSMU_TRACK_WP_ASYNC ? -EINVAL : 0;
 	default:
-		break;
+		return 0;
 	}
+}
+
+KSMU_API int ksmu_check_tunable(const char *name, unsigned long value)
+{
+	return knob_validate(find_knob(name), value);
+}
+
+const char *ksmu_knob_name(size_t i, bool *writable)
+{
+	if (i >= KSMU_ARRAY_SIZE(knob_table))
+		return NULL;
+	if (writable)
+		*writable = knob_table[i].rule != RULE_RO;
+	return knob_table[i].name;
+}
+
+int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
+{
+	const struct knob_desc *d = find_knob(name);
+	unsigned long *slot;
+	int ret;
+
+	ret = knob_validate(d, value);
+	if (ret)
+		return ret;
 	slot = (unsigned long *)(void *)((char *)&e->knobs + d->knob_off);
 	if (*slot == value)
 		return 0;
@@ -281,4 +298,63 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->pages_adopted = e->dd.adopted;
 	s->zap_ranges = ksmu_engine_zap_count();
 	s->reader_cpu_ns = ksmu_engine_reader_cpu_ns(e);
+}
+
+/* Strict decimal: digits only, no sign, no blanks, no overflow. */
+static int parse_ulong(const char *v, unsigned long *out)
+{
+	unsigned long x = 0;
+	const char *p;
+
+	if (!*v)
+		return -EINVAL;
+	for (p = v; *p; p++) {
+		if (!isdigit((unsigned char)*p))
+			return -EINVAL;
+		if (x > (ULONG_MAX - (unsigned long)(*p - '0')) / 10)
+			return -ERANGE;
+		x = x * 10 + (unsigned long)(*p - '0');
+	}
+	*out = x;
+	return 0;
+}
+
+int ksmu_knobs_from_env(struct ksmu_engine *e)
+{
+	size_t i;
+	int bad = 0;
+
+	for (i = 0; i < KSMU_ARRAY_SIZE(knob_table); i++) {
+		const struct knob_desc *d = &knob_table[i];
+		char var[64];
+		const char *v;
+		unsigned long x;
+		size_t k;
+		int ret;
+
+		if (d->rule == RULE_RO)
+			continue;
+		snprintf(var, sizeof(var), "KSMU_%s", d->name);
+		for (k = 5; var[k]; k++)
+			var[k] = (char)toupper((unsigned char)var[k]);
+		v = getenv(var);
+		if (!v)
+			continue;
+		ret = parse_ulong(v, &x);
+		if (!ret)
+			ret = ksmu_knob_set(e, d->name, x);
+		if (ret) {
+			/*
+			 * Asked-for output: the value was given and is not used.
+			 * Direct to stderr, whatever KSMU_LOG says.
+			 */
+			fprintf(stderr, "ksmu: %s=%s ignored: %s\n", var, v,
+				ret == -ERANGE	? "too large"
+				: ret == -EBUSY ? "cannot change while pages are merged"
+				: ret == -EOPNOTSUPP ? "not supported by this kernel"
+				: "not a valid value for this knob (see ksmu_set_tunable())");
+			bad++;
+		}
+	}
+	return bad;
 }

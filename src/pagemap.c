@@ -254,8 +254,24 @@ static bool eligible(const char *perms, unsigned long inode, const char *path)
 	return false; /* [vdso], [vvar], [vsyscall], deleted files, ... */
 }
 
+static int maps_walk(uintptr_t start, uintptr_t end, bool accessible_only,
+		     int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg);
+
 int ksmu_maps_walk(uintptr_t start, uintptr_t end, int (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
 		   void *arg)
+{
+	return maps_walk(start, end, false, fn, arg);
+}
+
+int ksmu_maps_walk_accessible(int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg)
+{
+	int ret = maps_walk(0, UINTPTR_MAX, true, fn, arg);
+
+	return ret == -ENOMEM ? 0 : ret; /* holes are no error here */
+}
+
+static int maps_walk(uintptr_t start, uintptr_t end, bool accessible_only,
+		     int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[512];
@@ -292,7 +308,8 @@ int ksmu_maps_walk(uintptr_t start, uintptr_t end, int (*fn)(uintptr_t lo, uintp
 		if (lo > covered)
 			ret = -ENOMEM; /* hole before this mapping */
 		covered = KSMU_MAX(covered, (uintptr_t)hi);
-		if (eligible(perms, inode, path)) {
+		if (eligible(perms, inode, path) &&
+		    (!accessible_only || perms[0] == 'r' || perms[1] == 'w')) {
 			int r =
 			    fn(KSMU_MAX((uintptr_t)lo, start), KSMU_MIN((uintptr_t)hi, end), arg);
 

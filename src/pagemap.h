@@ -89,5 +89,11 @@ long ksmu_mem_read(struct ksmu_pagemap *pm, const uintptr_t *addrs, size_t n, vo
  */
 int ksmu_maps_walk(uintptr_t start, uintptr_t end, int (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
 		   void *arg);
+/*
+ * Every eligible mapping that is not PROT_NONE (guard pages, reserves), for
+ * merge-any; holes are not reported.  Return: 0 or the first non-zero @fn
+ * return, or -errno if /proc/self/maps cannot be read.
+ */
+int ksmu_maps_walk_accessible(int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg);
 
 #endif /* KSMU_PAGEMAP_H */

@@ -56,4 +56,9 @@
 #define ksmu_assert_expensive(cond) ((void)0)
 #endif
 
+/* A range of addresses, [start, end). */
+struct ksmu_range {
+	uintptr_t start, end;
+};
+
 #endif /* KSMU_UTIL_H */
