@@ -32,6 +32,7 @@
  *   Abstract Unix sockets and SO_PEERCRED (Linux 2.2).
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@
 #include "engine.h"
 #include "ksmu.h"
 #include "log.h"
+#include "parse.h"
 #include "preload.h"
 
 #define REQ_MAX 256
@@ -226,8 +228,9 @@ static void do_status(struct out *o)
 /* "SET NAME VALUE": strict decimal VALUE. */
 static void do_set(struct out *o, char *args)
 {
-	char *name = args, *val = strchr(args, ' '), *end;
+	char *name = args, *val = strchr(args, ' ');
 	unsigned long v;
+	uint64_t v64;
 	int ret;
 
 	if (!val || !*name) {
@@ -235,12 +238,11 @@ static void do_set(struct out *o, char *args)
 		return;
 	}
 	*val++ = 0;
-	errno = 0;
-	v = strtoul(val, &end, 10);
-	if (!*val || *val == '-' || *val == '+' || *end || errno) {
+	if (ksmu_parse_decimal(val, ULONG_MAX, &v64)) {
 		put(o, "ERR EINVAL value '%s' is not a decimal number\n", val);
 		return;
 	}
+	v = (unsigned long)v64;
 	ret = ksmu_set_tunable(name, v);
 	if (ret == -EINVAL)
 		put(o, "ERR EINVAL unknown or read-only knob '%s', or value %lu out of range\n",

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "parse.h"
 #include "probe.h"
 
 enum knob_rule { RULE_UINT, RULE_BOOL, RULE_RUN, RULE_MPS, RULE_TRACKER, RULE_RO };
@@ -300,25 +301,6 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->reader_cpu_ns = ksmu_engine_reader_cpu_ns(e);
 }
 
-/* Strict decimal: digits only, no sign, no blanks, no overflow. */
-static int parse_ulong(const char *v, unsigned long *out)
-{
-	unsigned long x = 0;
-	const char *p;
-
-	if (!*v)
-		return -EINVAL;
-	for (p = v; *p; p++) {
-		if (!isdigit((unsigned char)*p))
-			return -EINVAL;
-		if (x > (ULONG_MAX - (unsigned long)(*p - '0')) / 10)
-			return -ERANGE;
-		x = x * 10 + (unsigned long)(*p - '0');
-	}
-	*out = x;
-	return 0;
-}
-
 int ksmu_knobs_from_env(struct ksmu_engine *e)
 {
 	size_t i;
@@ -329,6 +311,7 @@ int ksmu_knobs_from_env(struct ksmu_engine *e)
 		char var[64];
 		const char *v;
 		unsigned long x;
+		uint64_t x64;
 		size_t k;
 		int ret;
 
@@ -340,7 +323,8 @@ int ksmu_knobs_from_env(struct ksmu_engine *e)
 		v = getenv(var);
 		if (!v)
 			continue;
-		ret = parse_ulong(v, &x);
+		ret = ksmu_parse_decimal(v, ULONG_MAX, &x64);
+		x = (unsigned long)x64;
 		if (!ret)
 			ret = ksmu_knob_set(e, d->name, x);
 		if (ret) {

@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "ksmu.h"
+#include "parse.h"
 
 /*
  * Part of the public API from release 0.1 on; declared here as well until
@@ -241,31 +242,6 @@ static int parse_opts(const struct cmd *cmd, int argc, char **argv, const struct
 	return -1;
 }
 
-/*
- * Parse all of @s as a decimal number no greater than @max: ASCII digits
- * only, at least one (no sign, no blank, no "0x", nothing after).
- * Return: 0 and *@out set; -EINVAL if @s is not such a number; -ERANGE if
- * it is greater than @max.
- */
-static int parse_decimal(const char *s, uint64_t max, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s)
-		return -EINVAL;
-	for (; *s; s++) {
-		unsigned d = (unsigned)(*s - '0');
-
-		if (d > 9)
-			return -EINVAL;
-		if (v > (max - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return 0;
-}
-
 /* --pid's argument: a positive decimal that fits pid_t.  Returns -1 to go on, or an exit status. */
 static int parse_pid(const struct cmd *cmd, const struct cmd_args *a, pid_t *pid)
 {
@@ -273,7 +249,7 @@ static int parse_pid(const struct cmd *cmd, const struct cmd_args *a, pid_t *pid
 
 	if (!a->pid)
 		return usage_error(cmd, "missing --pid PID");
-	if (parse_decimal(a->pid, INT_MAX, &v) < 0 || v == 0)
+	if (ksmu_parse_decimal(a->pid, INT_MAX, &v) < 0 || v == 0)
 		return usage_error(cmd, "invalid pid '%s' (want a positive decimal number)",
 				   a->pid);
 	*pid = (pid_t)v;
@@ -647,7 +623,7 @@ static const char *parse_entry(char *line, struct ctl_entry *e)
 	if (e->neg)
 		v++;
 	/* INT64_MIN's magnitude is INT64_MAX + 1. */
-	r = parse_decimal(v, e->neg ? (uint64_t)INT64_MAX + 1 : UINT64_MAX, &e->mag);
+	r = ksmu_parse_decimal(v, e->neg ? (uint64_t)INT64_MAX + 1 : UINT64_MAX, &e->mag);
 	if (r == -ERANGE)
 		return "value out of range";
 	if (r < 0)
@@ -985,7 +961,7 @@ static int cmd_set(const struct cmd *cmd, int argc, char **argv)
 	name[i] = '\0';
 	if (!knob_known(name))
 		return usage_error(cmd, "unknown knob '%s' (or a read-only counter)", a.args[0]);
-	r = parse_decimal(a.args[1], ULONG_MAX, &value);
+	r = ksmu_parse_decimal(a.args[1], ULONG_MAX, &value);
 	if (r == -ERANGE)
 		return usage_error(cmd, "value '%s' for %s is too large", a.args[1], name);
 	if (r < 0)

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "ksmu.h"
+#include "parse.h"
 
 #define EXIT_USAGE 2
 #define EXIT_CANNOT_INVOKE 126
@@ -119,30 +120,6 @@ static int __attribute__((format(printf, 1, 2))) usage_error(const char *fmt, ..
 }
 
 /*
- * Parse all of @s as a decimal number no greater than @max: ASCII digits
- * only, at least one.  Return: 0 and *@out set; -EINVAL if @s is not such
- * a number; -ERANGE if it is greater than @max.
- */
-static int parse_decimal(const char *s, uint64_t max, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s)
-		return -EINVAL;
-	for (; *s; s++) {
-		unsigned d = (unsigned)(*s - '0');
-
-		if (d > 9)
-			return -EINVAL;
-		if (v > (max - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return 0;
-}
-
-/*
  * Is @name a writable knob?  ksmu_check_tunable() answers -EINVAL alike
  * for an unknown name and a bad value; every knob accepts 0 or (for
  * max_page_sharing) 2.
@@ -180,7 +157,7 @@ static int parse_knob(const char *opt, const char *name, size_t nlen, const char
 	if (!value)
 		return usage_error("option '--%.*s' needs a value (--%s=VALUE)", (int)nlen, name,
 				   knob);
-	r = parse_decimal(value, ULONG_MAX, &v);
+	r = ksmu_parse_decimal(value, ULONG_MAX, &v);
 	if (r == -ERANGE)
 		return usage_error("value '%s' for %s is too large", value, knob);
 	if (r < 0)
