@@ -154,16 +154,24 @@ static bool engine_unavailable(int ret)
 
 static int merge_advice(void *addr, size_t len, int advice)
 {
-	int ret = advice == MADV_MERGEABLE ? ksmu_register(addr, len) : ksmu_unregister(addr, len);
-	int saved, kret;
+	int ret, kret, kerr;
 
-	switch (kernel_ksm) {
-	case KKSM_ALSO:
-		saved = errno;
+	if (kernel_ksm == KKSM_ALSO) {
+		/*
+		 * The kernel first: it ignores MADV_MERGEABLE on a VMA that is
+		 * already registered with a userfaultfd (ours), silently.
+		 */
 		kret = sys_madvise(addr, len, advice);
+		kerr = errno;
+		ret = advice == MADV_MERGEABLE ? ksmu_register(addr, len)
+					       : ksmu_unregister(addr, len);
 		if (ret)
-			errno = saved;
-		return ret ? ret_errno(ret) : kret;
+			return ret_errno(ret);
+		errno = kerr;
+		return kret;
+	}
+	ret = advice == MADV_MERGEABLE ? ksmu_register(addr, len) : ksmu_unregister(addr, len);
+	switch (kernel_ksm) {
 	case KKSM_FALLBACK:
 		if (engine_unavailable(ret))
 			return sys_madvise(addr, len, advice);

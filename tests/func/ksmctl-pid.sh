@@ -3,7 +3,8 @@
 # Description: LD_PRELOAD mode from outside.  A program written for kernel
 # KSM (preload-ksm --serve) runs under ksmu-run, merges, publishes what the
 # API says, and waits; ksmctl status --pid must report the same numbers (in
-# words and as JSON), ksmctl set --pid must change a knob live, the engine's
+# words and as JSON), KSMU_<KNOB> variables must configure it (a bad one is
+# reported and ignored), ksmctl set --pid must change a knob live, the engine's
 # threads must be named, its descriptors close-on-exec; and a program that
 # never asks for merging must be left alone (no thread, no socket).
 #
@@ -40,7 +41,9 @@ check() { # NAME COMMAND...
 }
 
 # --- a preloaded program that merged
-"$RUN" -- "$PROG" --serve "$tmp/api" >"$tmp/out" 2>"$tmp/err" &
+# (with two knobs from the environment: one good, one bad)
+KSMU_PAGES_TO_SCAN=1234 KSMU_SLEEP_MILLISECS=2x "$RUN" -- "$PROG" --serve "$tmp/api" \
+	>"$tmp/out" 2>"$tmp/err" &
 pid=$!
 i=0
 while [ ! -s "$tmp/api" ] && [ $i -lt 300 ] && kill -0 "$pid" 2>/dev/null; do
@@ -69,6 +72,10 @@ check "merged something" sh -c "! grep -q '^pages_sharing 0\$' '$tmp/api'"
 check "json: pid" grep -q "\"pid\": $pid," "$tmp/json"
 check "json: preload 1" grep -q '"preload": 1,' "$tmp/json"
 
+check "KSMU_PAGES_TO_SCAN=1234 applied" grep -q '"pages_to_scan": 1234,' "$tmp/json"
+check "KSMU_SLEEP_MILLISECS=2x ignored: the default stays" grep -q '"sleep_millisecs": 20,' "$tmp/json"
+check "... and said so on stderr" grep -q 'KSMU_SLEEP_MILLISECS=2x ignored' "$tmp/err"
+check "nothing else on stderr" test "$(grep -vc 'KSMU_SLEEP_MILLISECS=2x ignored' "$tmp/err")" = 0
 check "set --pid exits 0" "$KSMCTL" set --pid "$pid" pages_to_scan 555
 "$KSMCTL" status --pid "$pid" --json >"$tmp/json2" 2>/dev/null
 check "the knob changed" grep -q '"pages_to_scan": 555,' "$tmp/json2"

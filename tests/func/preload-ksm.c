@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -167,6 +168,61 @@ static void test_errors(void)
 	CHECK("bad advice: EINVAL", madvise(p, PG, 12345) == -1 && errno == EINVAL);
 	munmap(p, 2 * PG);
 	munmap(p + 3 * PG, PG);
+}
+
+/* Is VM_MERGEABLE ("mg" in smaps VmFlags) set on the mapping at @p? */
+static int kernel_mergeable(const void *p)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/smaps", "re");
+	uintptr_t a = (uintptr_t)p;
+	int in = 0, mg = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		/* a mapping's header: "lo-hi perms ..." */
+		if (sscanf(line, "%lx-%lx %7s ", &lo, &hi, perms) == 3 && strlen(perms) == 4) {
+			in = a >= lo && a < hi;
+			continue;
+		}
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			mg = strstr(line, " mg") != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return mg;
+}
+
+/* KSMU_KERNEL_KSM: whether the kernel is asked too. */
+static void test_kernel_ksm_choice(void)
+{
+	const char *mode = getenv("KSMU_KERNEL_KSM");
+	int also = mode && !strcmp(mode, "also");
+	char *p = mergeable_region(90);
+
+	printf("-- KSMU_KERNEL_KSM=%s: the kernel is %sasked too\n", mode ? mode : "(unset)",
+	       also ? "" : "not ");
+	CHECK_RET("MADV_MERGEABLE", madvise(p, N * PG, MADV_MERGEABLE), 0);
+	/*
+	 * With "also" the kernel is asked, but on 6.18 VM_MERGEABLE does not
+	 * survive (or is refused on) a VMA registered with a userfaultfd,
+	 * which every ksmu range is: only "off" is checkable here.
+	 */
+	if (!also)
+		CHECK("VM_MERGEABLE never set by ksmu", kernel_mergeable(p) == 0);
+	CHECK_RET("PR_SET_MEMORY_MERGE 1", prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0), 0);
+	CHECK("the kernel's merge-any as chosen",
+	      syscall(SYS_prctl, PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == also);
+	CHECK_RET("PR_SET_MEMORY_MERGE 0", prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0), 0);
+	CHECK("the kernel's merge-any off", syscall(SYS_prctl, PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == 0);
+	CHECK_RET("MADV_UNMERGEABLE", madvise(p, N * PG, MADV_UNMERGEABLE), 0);
+	CHECK("no VM_MERGEABLE after MADV_UNMERGEABLE", kernel_mergeable(p) == 0);
+	munmap(p, N * PG);
 }
 
 static void test_madv_free(void)
@@ -410,5 +466,6 @@ int main(int argc, char **argv)
 	test_merge_any();
 	test_fork();
 	test_control();
+	test_kernel_ksm_choice();
 	return t_exit();
 }
