@@ -578,6 +578,17 @@ KSMU_API int ksmu_unregister(void *addr, size_t len)
 	return ret ? ret : mret;
 }
 
+void ksmu_engine_child_resume(void)
+{
+	struct ksmu_engine *e;
+
+	if (!engine_ready || !__atomic_load_n(&engine.need_child_restart, __ATOMIC_RELAXED))
+		return;
+	e = engine_lock(); /* restarts the child's engine (child_restart()) */
+	if (e)
+		engine_unlock(e);
+}
+
 int ksmu_engine_merge_any(bool on)
 {
 	struct ksmu_engine *e = engine_lock();

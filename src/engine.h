@@ -226,6 +226,8 @@ size_t ksmu_engine_zap_count(void);
  * anonymous mapping now and every new one within a second; off unregisters
  * everything (as the kernel's ksm_disable_merge_any()).  Return: 0 or -errno. */
 int ksmu_engine_merge_any(bool on);
+/** In a forked child (preload_fork.c): bring the engine's threads back now. */
+void ksmu_engine_child_resume(void);
 /** 1 if merge-any is on, 0 if not (the engine is not started for this). */
 int ksmu_engine_merge_any_get(void);
 /** True if all of [start, end) is registered. */

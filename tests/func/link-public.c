@@ -19,7 +19,7 @@ int main(void)
 					   "ksmu_probe", "ksmu_probe_sized", "ksmu_probe_describe", "ksmu_set_log", "ksmu_version",
 					   "ksmu_check_tunable",
 					   /* the LD_PRELOAD mode's interposers (preload.c) */
-					   "madvise", "prctl" };
+					   "madvise", "prctl", "fork" };
 	static const char *const hidden[] = { "ksmu_scan_batch", "ksmu_rb_insert_color",
 					      "ksmu_engine_get", "ksmu_hash_page", "ksmu_log",
 					      "ksmu_probe_get", "ksmu_knob_set", "ksmu_engine_merge_any",

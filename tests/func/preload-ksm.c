@@ -301,7 +301,8 @@ static void test_merge_any(void)
 
 static void test_fork(void)
 {
-	char *p = mergeable_region(60);
+	char *p = mergeable_region(60), *q = t_map_anon(8);
+	size_t i;
 	pid_t pid;
 	int status = -1;
 
@@ -310,12 +311,34 @@ static void test_fork(void)
 	scan_full();
 	scan_full();
 	CHECK("merged", merged(p, N));
+	for (i = 0; i < 8; i++)
+		t_fill_page(q + i * PG, 1000 + i); /* unique */
+	CHECK_RET("MADV_MERGEABLE (unique pages)", madvise(q, 8 * PG, MADV_MERGEABLE), 0);
+	scan_full();
 	pid = fork();
 	if (pid == 0) {
 		int bad = verify(p, N, 60) != 0;
 
 		memset(p + 5 * PG, 0xab, PG); /* the child's own copy */
 		bad |= (unsigned char)p[5 * PG] != 0xab || (unsigned char)p[PG] == 0xab;
+		if (!sanitized) {
+			/*
+			 * The child keeps being merged without calling anything
+			 * (fork() restarted its engine): a fresh duplicate of
+			 * page 1, written here, must merge within 10 s.
+			 */
+			/* the inherited descriptor reads the parent's pagemap */
+			if (t_pm_fd >= 0)
+				close(t_pm_fd);
+			t_pm_fd = -1;
+			memcpy(q + 3 * PG, p + PG, PG); /* registered before fork, not merged */
+			for (i = 0; i < 1000 && t_pfn_of(q + 3 * PG) != t_pfn_of(p + PG); i++)
+				usleep(10000);
+			if (i == 1000) {
+				fprintf(stderr, "FAIL: the child's new duplicate was not merged\n");
+				bad = 1;
+			}
+		}
 		/* the child may use the interface too */
 		bad |= madvise(p, N * PG, MADV_UNMERGEABLE) != 0;
 		_exit(bad);
@@ -325,7 +348,9 @@ static void test_fork(void)
 	CHECK("child saw and kept correct contents", WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK("parent's contents unchanged", verify(p, N, 60) == 0);
 	CHECK_RET("MADV_UNMERGEABLE", madvise(p, N * PG, MADV_UNMERGEABLE), 0);
+	CHECK_RET("MADV_UNMERGEABLE", madvise(q, 8 * PG, MADV_UNMERGEABLE), 0);
 	munmap(p, N * PG);
+	munmap(q, 8 * PG);
 }
 
 /* One request on the control socket; the answer in @buf. */
