@@ -199,7 +199,7 @@ static void engine_init(void)
 	pthread_mutex_lock(&e->lock);
 	ksmu_knobs_from_env(e);
 	pthread_mutex_unlock(&e->lock);
-	engine_ready = true;
+	__atomic_store_n(&engine_ready, true, __ATOMIC_RELEASE); /* read without the once by started() */
 	if (ksmu_preload_active() || env_flag("KSMU_CONTROL"))
 		ksmu_control_start(); /* ksmctl status --pid: control.c */
 	return;
@@ -582,7 +582,7 @@ void ksmu_engine_child_resume(void)
 {
 	struct ksmu_engine *e;
 
-	if (!engine_ready || !__atomic_load_n(&engine.need_child_restart, __ATOMIC_RELAXED))
+	if (!ksmu_engine_started() || !__atomic_load_n(&engine.need_child_restart, __ATOMIC_RELAXED))
 		return;
 	e = engine_lock(); /* restarts the child's engine (child_restart()) */
 	if (e)
@@ -621,8 +621,8 @@ int ksmu_engine_merge_any_get(void)
 	struct ksmu_engine *e;
 	int on;
 
-	if (!engine_ready)
-		return 0;
+	if (!ksmu_engine_started())
+		return 0; /* never started: off, and asking does not start it */
 	e = engine_lock();
 	if (!e)
 		return 0;
@@ -637,7 +637,7 @@ bool ksmu_engine_covers(uintptr_t start, uintptr_t end)
 	struct ksmu_region *r;
 	uintptr_t pos = start;
 
-	if (!engine_ready || start >= end)
+	if (!ksmu_engine_started() || start >= end)
 		return false;
 	e = engine_lock();
 	if (!e)
@@ -651,7 +651,7 @@ bool ksmu_engine_covers(uintptr_t start, uintptr_t end)
 
 bool ksmu_engine_started(void)
 {
-	return engine_ready;
+	return __atomic_load_n(&engine_ready, __ATOMIC_ACQUIRE);
 }
 
 KSMU_API int ksmu_stats_get(struct ksmu_stats *out, size_t size)
