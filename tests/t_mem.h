@@ -193,4 +193,27 @@ static inline void t_fill_page(void *page, uint64_t seed)
 	}
 }
 
+/* Page i of @p holds t_fill_page(seed + i % period): n / period copies of each. */
+static inline void t_fill_pattern(void *p, size_t n, uint64_t seed, size_t period)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		t_fill_page((char *)p + i * T_PG, seed + i % period);
+}
+
+/* 0 if @p holds what t_fill_pattern() wrote, else 1 + the first wrong page. */
+static inline int t_verify_pattern(const void *p, size_t n, uint64_t seed, size_t period)
+{
+	unsigned char want[T_PG];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		t_fill_page(want, seed + i % period);
+		if (memcmp((const char *)p + i * T_PG, want, T_PG))
+			return (int)i + 1;
+	}
+	return 0;
+}
+
 #endif /* KSMU_T_MEM_H */

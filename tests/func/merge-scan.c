@@ -41,23 +41,12 @@ static struct ksmu_stats st(void)
 /* Page i holds template i % 8 (seeded), so each content has NPAGES/8 copies. */
 static void fill(char *m, size_t n, uint64_t seed)
 {
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		t_fill_page(m + i * PG, seed + i % 8);
+	t_fill_pattern(m, n, seed, 8);
 }
 
 static int verify(const char *m, size_t n, uint64_t seed)
 {
-	unsigned char want[PG];
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		t_fill_page(want, seed + i % 8);
-		if (memcmp(m + i * PG, want, PG))
-			return (int)i + 1;
-	}
-	return 0;
+	return t_verify_pattern(m, n, seed, 8);
 }
 
 static char *merged_region(size_t n, uint64_t seed)

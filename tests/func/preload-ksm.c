@@ -72,25 +72,15 @@ static int lookup_api(void)
 	return scan_full && set_tunable && get_tunable && stats ? 0 : -1;
 }
 
+/* Pages i and i+4 hold the same content. */
 static void fill(char *p, size_t pages, uint64_t seed)
 {
-	size_t i;
-
-	for (i = 0; i < pages; i++)
-		t_fill_page(p + i * PG, seed + i % 4);
+	t_fill_pattern(p, pages, seed, 4);
 }
 
 static int verify(const char *p, size_t pages, uint64_t seed)
 {
-	unsigned char want[PG];
-	size_t i;
-
-	for (i = 0; i < pages; i++) {
-		t_fill_page(want, seed + i % 4);
-		if (memcmp(p + i * PG, want, PG))
-			return -1;
-	}
-	return 0;
+	return t_verify_pattern(p, pages, seed, 4);
 }
 
 /* Pages i and i+4 (equal content) share a frame: merged. */
