@@ -71,6 +71,7 @@
 #include <unistd.h>
 
 #include "datagen.h"
+#include "parse.h"
 
 #if ATOMIC_INT_LOCK_FREE != 2
 #error "the restore path needs lock-free atomic int (async-signal-safety)"
@@ -80,14 +81,10 @@
 
 uint64_t bench_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max)
 {
-	unsigned long long v;
-	char *end;
+	uint64_t v;
 
-	errno = 0;
-	if (!*s || *s == '-' || *s == '+')
-		goto bad;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v < min || v > max)
+	/* the project's one strict decimal parser (src/parse.h) */
+	if (ksmu_parse_decimal(s, max, &v) || v < min)
 		goto bad;
 	return v;
 bad:

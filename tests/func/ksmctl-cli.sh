@@ -20,41 +20,9 @@ KSMCTL=$1
 # The library prints only when KSMU_LOG asks it to; keep stderr quiet.
 unset KSMU_LOG
 
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
-out=$tmp/out
-err=$tmp/err
-failures=0
-checks=0
-
-fail() {
-	failures=$((failures + 1))
-	echo "FAIL: $*" >&2
-	sed 's/^/  stdout: /' "$out" >&2
-	sed 's/^/  stderr: /' "$err" >&2
-}
-
-# run WANT_RC ARGS...: run ksmctl, check its exit status.
-run() {
-	want=$1
-	shift
-	checks=$((checks + 1))
-	"$KSMCTL" "$@" >"$out" 2>"$err"
-	rc=$?
-	if [ "$rc" -ne "$want" ]; then
-		fail "ksmctl $*: exit $rc, want $want"
-		return 1
-	fi
-	return 0
-}
-
-# expect DESCRIPTION COMMAND...: one more check that COMMAND succeeds.
-expect() {
-	what=$1
-	shift
-	checks=$((checks + 1))
-	"$@" || fail "$what"
-}
+T_PROG=$KSMCTL
+T_NAME=ksmctl
+. "$(dirname "$0")/t_cli.sh"
 
 # check: words, exit 0, nothing on stderr
 if run 0 check; then
@@ -387,9 +355,4 @@ if set(d) != {"pid", "version", "merge_any", "preload", "stats", "proc"}:
 	fi
 fi
 
-if [ "$failures" -ne 0 ]; then
-	echo "$failures of $checks checks failed" >&2
-	exit 1
-fi
-echo "all $checks checks passed"
-exit 0
+t_finish

@@ -20,31 +20,16 @@ RUN=$2
 PROG=$3
 unset KSMU_LOG LD_PRELOAD KSMU_PRELOAD KSMU_MERGE_ANY
 
-tmp=$(mktemp -d) || exit 1
-pid=
-cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-failures=0
-checks=0
-
-check() { # NAME COMMAND...
-	cname=$1
-	shift
-	checks=$((checks + 1))
-	if ! "$@"; then
-		failures=$((failures + 1))
-		echo "FAIL: $cname" >&2
-	fi
-}
+T_PROG=$KSMCTL
+T_NAME=ksmctl
+. "$(dirname "$0")/t_cli.sh"
 
 # --- a preloaded program that merged
 # (with two knobs from the environment: one good, one bad)
 KSMU_PAGES_TO_SCAN=1234 KSMU_SLEEP_MILLISECS=2x "$RUN" -- "$PROG" --serve "$tmp/api" \
 	>"$tmp/out" 2>"$tmp/err" &
-pid=$!
+bg_pid=$!
+pid=$bg_pid
 i=0
 while [ ! -s "$tmp/api" ] && [ $i -lt 300 ] && kill -0 "$pid" 2>/dev/null; do
 	sleep 0.1
@@ -61,32 +46,32 @@ if ! [ -s "$tmp/api" ]; then
 fi
 sleep 0.2 # the API's numbers are written before the server is asked
 
-check "ksmctl status --pid exits 0" sh -c "'$KSMCTL' status --pid $pid >'$tmp/words' 2>'$tmp/werr'"
-check "ksmctl status --pid --json exits 0" \
+expect "ksmctl status --pid exits 0" sh -c "'$KSMCTL' status --pid $pid >'$tmp/words' 2>'$tmp/werr'"
+expect "ksmctl status --pid --json exits 0" \
 	sh -c "'$KSMCTL' status --pid $pid --json >'$tmp/json' 2>'$tmp/jerr'"
 while read -r name value; do
-	check "words: $name $value" grep -Eq "^ +$name +$value( |\$)" "$tmp/words"
-	check "json: $name $value" grep -Eq "\"$name\": $value,?\$" "$tmp/json"
+	expect "words: $name $value" grep -Eq "^ +$name +$value( |\$)" "$tmp/words"
+	expect "json: $name $value" grep -Eq "\"$name\": $value,?\$" "$tmp/json"
 done <"$tmp/api"
-check "merged something" sh -c "! grep -q '^pages_sharing 0\$' '$tmp/api'"
-check "json: pid" grep -q "\"pid\": $pid," "$tmp/json"
-check "json: preload 1" grep -q '"preload": 1,' "$tmp/json"
+expect "merged something" sh -c "! grep -q '^pages_sharing 0\$' '$tmp/api'"
+expect "json: pid" grep -q "\"pid\": $pid," "$tmp/json"
+expect "json: preload 1" grep -q '"preload": 1,' "$tmp/json"
 
-check "KSMU_PAGES_TO_SCAN=1234 applied" grep -q '"pages_to_scan": 1234,' "$tmp/json"
-check "KSMU_SLEEP_MILLISECS=2x ignored: the default stays" grep -q '"sleep_millisecs": 20,' "$tmp/json"
-check "... and said so on stderr" grep -q 'KSMU_SLEEP_MILLISECS=2x ignored' "$tmp/err"
-check "nothing else on stderr" test "$(grep -vc 'KSMU_SLEEP_MILLISECS=2x ignored' "$tmp/err")" = 0
-check "set --pid exits 0" "$KSMCTL" set --pid "$pid" pages_to_scan 555
+expect "KSMU_PAGES_TO_SCAN=1234 applied" grep -q '"pages_to_scan": 1234,' "$tmp/json"
+expect "KSMU_SLEEP_MILLISECS=2x ignored: the default stays" grep -q '"sleep_millisecs": 20,' "$tmp/json"
+expect "... and said so on stderr" grep -q 'KSMU_SLEEP_MILLISECS=2x ignored' "$tmp/err"
+expect "nothing else on stderr" test "$(grep -vc 'KSMU_SLEEP_MILLISECS=2x ignored' "$tmp/err")" = 0
+expect "set --pid exits 0" "$KSMCTL" set --pid "$pid" pages_to_scan 555
 "$KSMCTL" status --pid "$pid" --json >"$tmp/json2" 2>/dev/null
-check "the knob changed" grep -q '"pages_to_scan": 555,' "$tmp/json2"
+expect "the knob changed" grep -q '"pages_to_scan": 555,' "$tmp/json2"
 "$KSMCTL" set --pid "$pid" run 7 >/dev/null 2>&1
-check "a bad value is refused (exit 2)" test $? -eq 2
+expect "a bad value is refused (exit 2)" test $? -eq 2
 "$KSMCTL" status --pid "$pid" --json >"$tmp/json3" 2>/dev/null
-check "nothing changed" grep -q '"run": 0,' "$tmp/json3"
+expect "nothing changed" grep -q '"run": 0,' "$tmp/json3"
 
 # --- not disturbing the host
 for t in ksmu-scan ksmu-uffd ksmu-ctl; do
-	check "thread $t named" grep -qx "$t" /proc/"$pid"/task/*/comm
+	expect "thread $t named" grep -qx "$t" /proc/"$pid"/task/*/comm
 done
 bad=
 for fd in /proc/"$pid"/fd/*; do
@@ -103,24 +88,23 @@ for fd in /proc/"$pid"/fd/*; do
 		bad="$bad $n:$target"
 	fi
 done
-check "the engine's descriptors are close-on-exec:${bad:- all}" test -z "$bad"
+expect "the engine's descriptors are close-on-exec:${bad:- all}" test -z "$bad"
 kill "$pid"
 wait "$pid" 2>/dev/null
-pid=
+bg_pid=
 
 # --- a program that never asks for merging is left alone (sh is not
 # instrumented: a sanitizer-built library cannot be preloaded into it)
 if [ -z "$KSMU_TEST_SANITIZED" ]; then
 	"$RUN" -- sh -c 'sleep 0.5; ls /proc/$$/task | wc -l; grep -c "@ksmu/$$" /proc/net/unix' \
 		>"$tmp/alone" 2>&1
-	check "no engine thread in a program that does not use KSM" \
+	expect "no engine thread in a program that does not use KSM" \
 		test "$(sed -n 1p "$tmp/alone")" = 1
-	check "no control socket either" test "$(sed -n 2p "$tmp/alone")" = 0
+	expect "no control socket either" test "$(sed -n 2p "$tmp/alone")" = 0
 fi
 
 # --- no engine: ksmctl says so
 "$KSMCTL" status --pid $$ >"$tmp/none" 2>&1
-check "a process without an engine: exit 1" test $? -eq 1
+expect "a process without an engine: exit 1" test $? -eq 1
 
-echo "$checks checks, $failures failed"
-[ $failures -eq 0 ]
+t_finish

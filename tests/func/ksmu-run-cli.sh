@@ -27,41 +27,9 @@ fi
 # Start from a known environment: nothing that ksmu-run sets or passes on.
 unset KSMU_LOG KSMU_PRELOAD KSMU_MERGE_ANY KSMU_KERNEL_KSM KSMU_PAGES_TO_SCAN LD_PRELOAD
 
-tmp=$(mktemp -d) || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
-out=$tmp/out
-err=$tmp/err
-failures=0
-checks=0
-
-fail() {
-	failures=$((failures + 1))
-	echo "FAIL: $*" >&2
-	sed 's/^/  stdout: /' "$out" >&2
-	sed 's/^/  stderr: /' "$err" >&2
-}
-
-# run WANT_RC ARGS...: run ksmu-run, check its exit status.
-run() {
-	want=$1
-	shift
-	checks=$((checks + 1))
-	"$RUN" "$@" >"$out" 2>"$err"
-	rc=$?
-	if [ "$rc" -ne "$want" ]; then
-		fail "ksmu-run $*: exit $rc, want $want"
-		return 1
-	fi
-	return 0
-}
-
-# expect DESCRIPTION COMMAND...: one more check that COMMAND succeeds.
-expect() {
-	what=$1
-	shift
-	checks=$((checks + 1))
-	"$@" || fail "$what"
-}
+T_PROG=$RUN
+T_NAME=ksmu-run
+. "$(dirname "$0")/t_cli.sh"
 
 # help and version
 for h in --help -h; do
@@ -184,9 +152,4 @@ if run 126 "$tmp/noexec"; then
 fi
 run 126 "$tmp"
 
-if [ "$failures" -ne 0 ]; then
-	echo "$failures of $checks checks failed" >&2
-	exit 1
-fi
-echo "all $checks checks passed"
-exit 0
+t_finish

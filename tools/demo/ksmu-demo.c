@@ -27,6 +27,7 @@
 
 #include "datagen.h"
 #include "ksmu.h"
+#include "parse.h"
 
 #define MIB (1024.0 * 1024.0)
 #define PAGE_BYTES KSMU_DATAGEN_PAGE_SIZE
@@ -87,14 +88,10 @@ static void bad_option(const char *fmt, const char *arg)
 
 static uint64_t parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max)
 {
-	unsigned long long v;
-	char *end;
+	uint64_t v;
 
-	errno = 0;
-	if (!*s || *s == '-' || *s == '+')
-		goto bad;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v < min || v > max)
+	/* the project's one strict decimal parser (src/parse.h) */
+	if (ksmu_parse_decimal(s, max, &v) || v < min)
 		goto bad;
 	return v;
 bad:
