@@ -86,6 +86,7 @@
 #define LOG_PREFIX "dedup: "
 #include "compat.h"
 #include "engine.h"
+#include "hash.h"
 #include "log.h"
 
 /* A store may grow to 1 TiB of file (costs nothing until written). */
@@ -181,6 +182,20 @@ static int refs_reserve(struct ksmu_pstore *ps, size_t idx)
 		return 0;
 	while (n <= idx)
 		n *= 2;
+	if (ps->remote) {
+		uint32_t *g = realloc(ps->grants, n * sizeof(*g));
+		struct ksmu_stable_node **no;
+
+		if (!g)
+			return -ENOMEM;
+		ps->grants = g;
+		memset(g + ps->refs_len, 0, (n - ps->refs_len) * sizeof(*g));
+		no = realloc(ps->node_of, n * sizeof(*no));
+		if (!no)
+			return -ENOMEM;
+		ps->node_of = no;
+		memset(no + ps->refs_len, 0, (n - ps->refs_len) * sizeof(*no));
+	}
 	p = realloc(ps->refs, n * sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -228,7 +243,27 @@ static void store_release(struct ksmu_engine *e, struct ksmu_pstore *ps)
 		e->zero_store = NULL;
 	ksmu_store_destroy(&ps->s);
 	free(ps->refs);
+	free(ps->grants);
+	free(ps->node_of);
 	free(ps);
+}
+
+/*
+ * Nothing of this process maps page @idx of daemon store @ps and no node
+ * names it: give its grants back (a retired store keeps them: a forked
+ * child or a lost daemon; the store closes with its last reference).
+ */
+static void remote_release(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx)
+{
+	if (ps->retired) {
+		if (!ps->nr_refs && !ps->nr_nodes)
+			store_release(e, ps);
+		return;
+	}
+	if (idx < ps->refs_len && ps->grants[idx]) {
+		ksmu_agent_release(e, ps->remote, idx, ps->grants[idx]);
+		ps->grants[idx] = 0;
+	}
 }
 
 static void ref_get(struct ksmu_pstore *ps, uint32_t idx)
@@ -250,6 +285,11 @@ static void ref_put(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx,
 	ps->nr_refs--;
 	if (ps->refs[idx] || node_alive)
 		return;
+	if (ps->remote) {
+		if (!ps->node_of[idx])
+			remote_release(e, ps, idx);
+		return;
+	}
 	if (ps->retired) {
 		if (!ps->nr_refs && !ps->nr_nodes)
 			store_release(e, ps);
@@ -268,8 +308,14 @@ void ksmu_dedup_node_gone(struct ksmu_engine *e, struct ksmu_stable_node *sn)
 		return;
 	ps->nr_nodes--;
 	sn->store = NULL;
+	if (ps->remote && ps->node_of[sn->store_idx] == sn)
+		ps->node_of[sn->store_idx] = NULL;
 	if (ps->refs[sn->store_idx])
 		return; /* copies still map it: freed with their last reference */
+	if (ps->remote) {
+		remote_release(e, ps, sn->store_idx);
+		return;
+	}
 	if (ps->retired) {
 		if (!ps->nr_refs && !ps->nr_nodes)
 			store_release(e, ps);
@@ -278,9 +324,21 @@ void ksmu_dedup_node_gone(struct ksmu_engine *e, struct ksmu_stable_node *sn)
 	ksmu_store_free_run(&ps->s, sn->store_idx, 1);
 }
 
+/* A daemon store page (the daemon keeps the file size; no bitmap here). */
+static int remote_read(const struct ksmu_pstore *ps, uint32_t idx, void *buf)
+{
+	ssize_t n = pread(ps->s.fd, buf, KSMU_PAGE_SIZE, (off_t)idx << KSMU_PAGE_SHIFT);
+
+	if (n < 0)
+		return -errno;
+	return n == KSMU_PAGE_SIZE ? 0 : -EIO;
+}
+
 int ksmu_dedup_read_node(struct ksmu_engine *e, const struct ksmu_stable_node *sn, void *buf)
 {
 	(void)e;
+	if (sn->store->remote)
+		return remote_read(sn->store, sn->store_idx, buf);
 	return ksmu_store_read(&sn->store->s, sn->store_idx, buf);
 }
 
@@ -609,17 +667,186 @@ int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct k
 	return 0;
 }
 
+/* ------------------------------------------------------------ ksmd-user stores */
+
+struct ksmu_pstore *ksmu_dedup_remote_store(struct ksmu_engine *e, int fd, uint32_t id, uint64_t ino)
+{
+	struct ksmu_pstore *ps = calloc(1, sizeof(*ps));
+
+	if (!ps)
+		return NULL;
+	ps->s.fd = fd; /* no allocator: the daemon owns the file */
+	ps->remote = id;
+	ps->ino = ino;
+	ps->next = e->stores;
+	e->stores = ps;
+	return ps;
+}
+
+int ksmu_dedup_remote_grant(struct ksmu_pstore *ps, uint32_t idx)
+{
+	if (idx >= (1u << 28) || refs_reserve(ps, idx))
+		return -ENOMEM;
+	ps->grants[idx]++;
+	return 0;
+}
+
+void ksmu_dedup_remote_unused(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx)
+{
+	if (!ps->refs[idx] && !ps->node_of[idx])
+		remote_release(e, ps, idx);
+}
+
+/* A node without members that was made for a daemon page: undo it. */
+static void remote_node_unused(struct ksmu_engine *e, struct ksmu_stable_node *sn)
+{
+	if (sn->nr_members)
+		return;
+	ksmu_dedup_node_gone(e, sn);
+	ksmu_stable_free(&e->stable, sn);
+}
+
+/*
+ * The local node of daemon page @idx of @ps (content read into cand_buf and
+ * checked against hash @key), made if needed.  NULL if the page is not
+ * what it should be (then released) or out of memory.
+ */
+static struct ksmu_stable_node *node_for(struct ksmu_engine *e, struct ksmu_pstore *ps,
+					 uint32_t idx, uint64_t key)
+{
+	struct ksmu_stable_node *sn;
+
+	if (remote_read(ps, idx, e->cand_buf) ||
+	    ksmu_hash_to_key(ksmu_hash_page(e->cand_buf)) != key) {
+		ksmu_dedup_remote_unused(e, ps, idx);
+		return NULL;
+	}
+	sn = ps->node_of[idx];
+	if (sn)
+		return sn;
+	sn = ksmu_stable_new(&e->stable, key);
+	if (!sn) {
+		ksmu_dedup_remote_unused(e, ps, idx);
+		return NULL;
+	}
+	sn->store = ps;
+	sn->store_idx = idx;
+	ps->nr_nodes++;
+	ps->node_of[idx] = sn;
+	return sn;
+}
+
+/*
+ * With a daemon: the store page for a local pair (@cand, content @page)
+ * comes from it, so that other processes can share it.  The daemon's page
+ * is read back and compared in full with @page: the node is used only if
+ * they are equal (cand_buf then holds the content).
+ */
+static struct ksmu_stable_node *remote_node(struct ksmu_engine *e, struct ksmu_rmap_item *cand,
+					    const void *page, uint64_t key)
+{
+	struct ksmu_stable_node *sn;
+	struct ksmu_pstore *ps;
+	uint32_t idx;
+
+	if (!ksmu_agent_connected(&e->agent))
+		return NULL;
+	ps = ksmu_agent_store_page(e, ksmu_item_addr(cand), page, &idx);
+	if (!ps)
+		return NULL;
+	sn = node_for(e, ps, idx, key);
+	if (sn && memcmp(e->cand_buf, page, KSMU_PAGE_SIZE)) {
+		remote_node_unused(e, sn);
+		return NULL;
+	}
+	return sn;
+}
+
+int ksmu_dedup_remote_merge(struct ksmu_engine *e, struct ksmu_rmap_item *it, uint64_t key,
+			    struct ksmu_pstore *ps, uint32_t idx)
+{
+	unsigned int f = ksmu_item_flags(it);
+	struct ksmu_stable_node *sn;
+	int err;
+
+	/* only a page still waiting in the unstable tree, with the same content */
+	if ((f & (KSMU_ITEM_UNSTABLE | KSMU_ITEM_HASHED)) != (KSMU_ITEM_UNSTABLE | KSMU_ITEM_HASHED) ||
+	    (f & (KSMU_ITEM_MAPPED | KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)) ||
+	    ksmu_item_key(it) != key) {
+		ksmu_dedup_remote_unused(e, ps, idx);
+		return -ESTALE;
+	}
+	sn = node_for(e, ps, idx, key);
+	if (!sn)
+		return -EAGAIN;
+	ksmu_unstable_erase(&e->unstable, it);
+	err = ksmu_dedup_join(e, sn, it, e->cand_buf);
+	if (err) {
+		remote_node_unused(e, sn);
+		if (!(ksmu_item_flags(it) & KSMU_ITEM_MAPPED)) {
+			/* searched again on its next visit if it did not change */
+			ksmu_item_set_flags(it, KSMU_ITEM_VOLATILE);
+			ksmu_item_set_age(it, 0);
+		}
+	}
+	return err;
+}
+
+int ksmu_dedup_remote_hint(struct ksmu_engine *e, uintptr_t addr, struct ksmu_pstore *ps,
+			   uint32_t idx)
+{
+	struct ksmu_region *r = ksmu_region_lookup(&e->regions, addr);
+	struct ksmu_rmap_item *it;
+	size_t i;
+
+	if (!r || !ksmu_dedup_active(e, r)) {
+		ksmu_dedup_remote_unused(e, ps, idx);
+		return -ENOENT;
+	}
+	i = (addr - r->start) >> KSMU_PAGE_SHIFT;
+	if (!ksmu_region_chunk(r, i)) {
+		ksmu_dedup_remote_unused(e, ps, idx);
+		return -ENOENT;
+	}
+	it = ksmu_region_item(r, i);
+	return ksmu_dedup_remote_merge(e, it, ksmu_item_key(it), ps, idx);
+}
+
+uint64_t ksmu_dedup_remote_pages(const struct ksmu_engine *e)
+{
+	const struct ksmu_pstore *ps;
+	uint64_t n = 0;
+
+	for (ps = e->stores; ps; ps = ps->next)
+		if (ps->remote)
+			n += ps->nr_refs;
+	return n;
+}
+
 struct ksmu_stable_node *ksmu_dedup_promote(struct ksmu_engine *e, struct ksmu_rmap_item *cand,
 					    struct ksmu_rmap_item *it, const void *page,
 					    uint64_t key, int *cand_err, int *it_err)
 {
-	struct ksmu_pstore *ps = current_store(e);
+	struct ksmu_pstore *ps;
 	struct ksmu_stable_node *sn;
 	size_t idx;
 	int err;
 
 	*cand_err = 0;
 	*it_err = 0;
+	sn = remote_node(e, cand, page, key);
+	if (sn) {
+		ksmu_unstable_erase(&e->unstable, cand);
+		err = ksmu_dedup_join(e, sn, cand, e->cand_buf);
+		if (err) {
+			remote_node_unused(e, sn);
+			*cand_err = err;
+			return NULL;
+		}
+		*it_err = ksmu_dedup_join(e, sn, it, e->cand_buf);
+		return sn;
+	}
+	ps = current_store(e);
 	if (!ps) {
 		*cand_err = -ENOMEM;
 		return NULL;
@@ -935,8 +1162,13 @@ void ksmu_dedup_fork(struct ksmu_engine *e, bool child)
 {
 	struct ksmu_pstore *ps;
 
+	/*
+	 * Daemon stores in the parent stay live: the FORK message makes the
+	 * daemon hold the child's grants (agent.c; releases wait for it).
+	 */
 	for (ps = e->stores; ps; ps = ps->next)
-		ps->retired = true;
+		if (child || !ps->remote)
+			ps->retired = true;
 	e->cur_store = NULL;
 	if (child) {
 		/* The merger's uffd and scratch are the parent's. */

@@ -38,6 +38,10 @@ struct ksmu_pstore {
 	uint64_t nr_nodes;
 	bool retired;
 	uint64_t ino;
+	/* a ksmd-user store (agent.c): never allocated, written or punched here */
+	uint32_t remote;		    /* the daemon's store id, 0 if local */
+	uint32_t *grants;		    /* per page: grants read, given back on release */
+	struct ksmu_stable_node **node_of; /* per page: the local node that names it */
 	struct ksmu_pstore *next;
 };
 
@@ -139,6 +143,21 @@ uint64_t ksmu_dedup_orphan_pages(const struct ksmu_engine *e);
 size_t ksmu_dedup_rearm_stores(struct ksmu_engine *e, uintptr_t start, uintptr_t end);
 /** fork(): in parent and child, every store becomes retired. */
 void ksmu_dedup_fork(struct ksmu_engine *e, bool child);
+/* ksmd-user stores (agent.c) */
+/** A pstore for daemon store @id (read-only @fd, inode @ino).  NULL: out of memory. */
+struct ksmu_pstore *ksmu_dedup_remote_store(struct ksmu_engine *e, int fd, uint32_t id, uint64_t ino);
+/** One more grant of page @idx read.  Return: 0 or -ENOMEM. */
+int ksmu_dedup_remote_grant(struct ksmu_pstore *ps, uint32_t idx);
+/** Page @idx may be unused (answer not acted on): release it if nothing names it. */
+void ksmu_dedup_remote_unused(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx);
+/** Merge @it (in the unstable tree, hash @key) onto daemon page @idx of @ps (LOOKUP answer). */
+int ksmu_dedup_remote_merge(struct ksmu_engine *e, struct ksmu_rmap_item *it, uint64_t key,
+			    struct ksmu_pstore *ps, uint32_t idx);
+/** A HINT: merge the page at @addr onto page @idx of @ps if it is still what it was. */
+int ksmu_dedup_remote_hint(struct ksmu_engine *e, uintptr_t addr, struct ksmu_pstore *ps,
+			   uint32_t idx);
+/** Pages of this process mapping a daemon store page. */
+uint64_t ksmu_dedup_remote_pages(const struct ksmu_engine *e);
 /** Bytes of merging metadata (refcounts, store bitmaps). */
 uint64_t ksmu_dedup_metadata_bytes(const struct ksmu_engine *e);
 

@@ -139,6 +139,7 @@ static uint64_t now_mono_ns(void)
 
 /* The scanner's page buffers: a batch, then one candidate page. */
 #define BUFS_LEN ((KSMU_BATCH_PAGES + 1) * KSMU_PAGE_SIZE)
+#define AGENT_PAGES_LEN (KSMU_WIRE_MAX_PAGES * KSMU_PAGE_SIZE)
 
 static unsigned char *map_own(size_t len)
 {
@@ -187,6 +188,15 @@ static void engine_init(void)
 	}
 	ksmu_self_add_library(&engine);
 	ksmu_self_add((uintptr_t)e->batch_buf, (uintptr_t)e->batch_buf + BUFS_LEN);
+	ksmu_agent_init(e);
+	if (e->agent.state != KSMU_AGENT_OFF) {
+		e->agent_pages = map_own(AGENT_PAGES_LEN);
+		if (e->agent_pages)
+			ksmu_self_add((uintptr_t)e->agent_pages,
+				      (uintptr_t)e->agent_pages + AGENT_PAGES_LEN);
+		else
+			e->agent.state = KSMU_AGENT_OFF;
+	}
 	ksmu_self_add(e->arena.base, e->arena.base + e->arena.size);
 	e->tracker_mode = KSMU_TRACK_CHECKSUM;
 	if (best_tracker_possible() && tracker_start(e) == 0)
@@ -576,6 +586,18 @@ KSMU_API int ksmu_unregister(void *addr, size_t len)
 	mret = ksmu_maps_walk(start, end, noop_cb, NULL);
 	engine_unlock(e);
 	return ret ? ret : mret;
+}
+
+void ksmu_engine_fork_done(int pid)
+{
+	struct ksmu_engine *e;
+
+	if (!__atomic_load_n(&engine_ready, __ATOMIC_ACQUIRE))
+		return;
+	e = &engine;
+	pthread_mutex_lock(&e->lock);
+	ksmu_agent_fork_parent(e, pid);
+	pthread_mutex_unlock(&e->lock);
 }
 
 void ksmu_engine_child_resume(void)
@@ -1402,6 +1424,8 @@ static void atfork_parent(void)
 	pthread_mutex_unlock(&evq.lock);
 	/* The child maps every store page that exists now: never free them. */
 	ksmu_dedup_fork(&engine, false);
+	/* ...and the daemon's: no RELEASE until it knows the child (fork()) */
+	ksmu_agent_fork_prepare(&engine);
 	pthread_mutex_unlock(&engine.lock);
 }
 
@@ -1426,6 +1450,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&evq.lock, NULL);
 	init_wake(&e->wake);
 	ksmu_dedup_fork(e, true);
+	ksmu_agent_fork_child(e);
 	e->thread_running = false;
 	e->events_running = false;
 	ksmu_self_forget_threads();

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "agent.h"
 #include "dedup.h"
 #include "ksmu.h"
 #include "merge.h"
@@ -158,6 +159,8 @@ struct ksmu_engine {
 	bool merge_any;	       /* prctl(PR_SET_MEMORY_MERGE, 1): all anonymous memory */
 	uint64_t any_walk_ns;  /* when merge-any last looked for new mappings */
 	pthread_t events_thread;
+	struct ksmu_agent agent; /* ksmd-user (agent.c) */
+	uint8_t *agent_pages;	 /* KSMU_WIRE_MAX_PAGES pages for LOOKUPs, mmap'd */
 };
 
 /** The process's engine, initialised on first use; NULL if that failed. */
@@ -228,6 +231,8 @@ size_t ksmu_engine_zap_count(void);
 int ksmu_engine_merge_any(bool on);
 /** In a forked child (preload_fork.c): bring the engine's threads back now. */
 void ksmu_engine_child_resume(void);
+/** fork() returned @pid (> 0) or failed (<= 0) in the parent: tell ksmd-user (agent.c). */
+void ksmu_engine_fork_done(int pid);
 /** 1 if merge-any is on, 0 if not (the engine is not started for this). */
 int ksmu_engine_merge_any_get(void);
 /** True if all of [start, end) is registered. */

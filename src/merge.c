@@ -738,6 +738,15 @@ static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int
 	s = (void *)r;
 	if (madvise(s, len, MADV_POPULATE_READ) < 0)
 		*populate_err = -errno; /* armed MINOR: the reader maps it on access */
+	/*
+	 * What will be mapped must be what was compared: the detached pages
+	 * (a daemon store page is the daemon's file; a bug there must not
+	 * reach the application).  Not armed yet, so a read faults normally.
+	 */
+	if (memcmp(s, (const void *)m->scratch, len)) {
+		syscall(SYS_munmap, s, len);
+		return -EAGAIN;
+	}
 	__atomic_store_n(&m->staging, (uintptr_t)s, __ATOMIC_SEQ_CST);
 	err = m->hooks->arm(m->hooks->arg, (uintptr_t)s, len);
 	if (!err) {

@@ -51,6 +51,11 @@ KSMU_API pid_t fork(void)
 		__atomic_store_n(&real, f, __ATOMIC_RELEASE);
 	}
 	pid = f();
+	if (pid != 0) {
+		saved = errno;
+		ksmu_engine_fork_done(pid); /* ksmd-user learns the child's pid */
+		errno = saved;
+	}
 	if (pid == 0 && ksmu_preload_active()) {
 		saved = errno;
 		ksmu_engine_child_resume();

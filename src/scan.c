@@ -340,6 +340,9 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 		return;
 	}
 	ksmu_unstable_insert(&e->unstable, it);
+	/* no duplicate here: does another process have it? (agent.c) */
+	if (merging && ksmu_agent_connected(&e->agent))
+		ksmu_agent_queue(e, it, page, key);
 }
 
 /* Process pages whose content was just read into batch_buf. */
@@ -387,6 +390,7 @@ static void flush_batch(struct ksmu_engine *e, struct ksmu_rmap_item **items, ui
 			ksmu_item_set_age(it, 0);
 		}
 	}
+	ksmu_agent_flush(e);
 }
 
 /* Forget tracked pages in [a, b) of @r: they are not present any more. */
@@ -582,6 +586,9 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 
 	if (!e->nr_regions || !budget)
 		return 0;
+	/* ksmd-user: connect when due, read its messages, act on its hints */
+	ksmu_agent_tick(e);
+	ksmu_agent_apply_hints(e);
 	while (examined < budget) {
 		struct ksmu_region *r;
 		uintptr_t from, walk_end;
