@@ -46,6 +46,7 @@
 #include <limits.h>
 #include <numa.h>
 #include <numaif.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -213,8 +214,10 @@ static void client_free(struct client *c)
 
 static bool pidfd_exited(int pidfd)
 {
-	/* signal 0 through a pidfd: ESRCH once the process has exited */
-	return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 && errno == ESRCH;
+	struct pollfd p = {.fd = pidfd, .events = POLLIN};
+
+	/* a pidfd turns readable when its process exits (a zombie included) */
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP));
 }
 
 /*
@@ -694,14 +697,33 @@ static void status_text(struct client *asker, struct text *t)
 	}
 	for (i = 0; i < D.nr_clients; i++) {
 		struct client *c = D.clients[i];
-		int pid = (int)c->pid;
+		int pid = (int)c->pid, live = 0;
+		uint64_t grants = 0;
+		size_t j;
+		bool dup = false;
 
 		if (c->kind != KIND_AGENT || (!root && c->uid != asker->uid))
 			continue;
+		/* one block per process: a forked child's held grants and its own connection */
+		for (j = 0; j < i; j++)
+			if (D.clients[j]->kind == KIND_AGENT && D.clients[j]->pid == c->pid)
+				dup = true;
+		if (dup)
+			continue;
+		for (j = i; j < D.nr_clients; j++) {
+			struct client *o = D.clients[j];
+
+			if (o->kind != KIND_AGENT || o->pid != c->pid)
+				continue;
+			grants += o->grants.total;
+			live |= o->fd >= 0;
+			if (o->reported && !c->reported)
+				c = o;
+		}
 		tprintf(t, "proc.%d.uid %u\n", pid, (unsigned)c->uid);
 		tprintf(t, "proc.%d.domain %s\n", pid, c->domain);
-		tprintf(t, "proc.%d.connected %d\n", pid, c->fd >= 0);
-		tprintf(t, "proc.%d.grants %llu\n", pid, (unsigned long long)c->grants.total);
+		tprintf(t, "proc.%d.connected %d\n", pid, live);
+		tprintf(t, "proc.%d.grants %llu\n", pid, (unsigned long long)grants);
 		if (!c->reported)
 			continue;
 #define R(f) tprintf(t, "proc.%d." #f " %llu\n", pid, (unsigned long long)c->report.f)
