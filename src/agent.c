@@ -31,6 +31,9 @@
  *     message naming an unknown store is refused (disconnect).
  *   - Grants are counted per (store, idx) in the pstore; a RELEASE returns
  *     all of them, and only once nothing maps the page and no node names it.
+ *     A queued HINT's grant is counted when the hint is applied, never
+ *     before, so no RELEASE can return it while the hint waits (the daemon
+ *     then holds one grant more than we counted: a page kept, not freed).
  *   - fork(): no RELEASE is sent between fork() and the FORK message that
  *     tells the daemon the child's pid (hold_releases); in the child the
  *     inherited stores are retired (never released) and the connection is
@@ -95,27 +98,38 @@ void ksmu_agent_init(struct ksmu_engine *e)
 }
 
 /* Forget the connection; the pstores stay (pages keep their mappings). */
+/*
+ * Close the connection and drop what belonged to it: queued lookups,
+ * hints and releases (grants not given back stay with the daemon: a
+ * leak, never an early free).  Async-signal-safe (the fork child).
+ */
+static void forget_connection(struct ksmu_agent *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
+	if (a->state == KSMU_AGENT_CONNECTED)
+		a->state = KSMU_AGENT_IDLE;
+	a->nr_stores = 0;
+	a->nr_hints = 0;
+	a->q_n = 0;
+	a->nr_rel = 0;
+}
+
 static void disconnect(struct ksmu_engine *e, const char *why)
 {
 	struct ksmu_agent *a = &e->agent;
 	size_t i;
 
 	if (a->fd >= 0) {
-		close(a->fd);
 		pr_info("left ksmd-user (%s): merging alone", why);
 		a->st.disconnects++;
 	}
-	a->fd = -1;
-	if (a->state == KSMU_AGENT_CONNECTED)
-		a->state = KSMU_AGENT_IDLE;
-	a->retry_ms = mono_ms() + RETRY_MS;
 	/* the daemon's stores: no more releases (nobody to tell), never freed by us */
 	for (i = 0; i < a->nr_stores; i++)
 		a->stores[i].ps->retired = true;
-	a->nr_stores = 0;
-	a->nr_hints = 0;
-	a->q_n = 0;
-	a->nr_rel = 0;
+	forget_connection(a);
+	a->retry_ms = mono_ms() + RETRY_MS;
 }
 
 void ksmu_agent_fini(struct ksmu_engine *e)
@@ -215,14 +229,20 @@ static int on_hint(struct ksmu_engine *e)
 		ps = store_of(a, h.store);
 		if (!ps)
 			return -EPROTO;
-		/* every hint is a grant, applied or not */
+		a->st.hints++;
+		/*
+		 * Every hint is a grant, but it is counted only when the hint is
+		 * acted on: a RELEASE of the page sent meanwhile (its last
+		 * mapping went) must not give back a grant the queued hint still
+		 * needs, or the daemon could free the page before we map it.
+		 */
+		if (a->nr_hints < KSMU_AGENT_MAX_HINTS) {
+			a->hints[a->nr_hints++] = h;
+			continue;
+		}
 		if (ksmu_dedup_remote_grant(ps, h.idx))
 			return -ENOMEM;
-		a->st.hints++;
-		if (a->nr_hints < KSMU_AGENT_MAX_HINTS)
-			a->hints[a->nr_hints++] = h;
-		else
-			ksmu_dedup_remote_unused(e, ps, h.idx);
+		ksmu_dedup_remote_unused(e, ps, h.idx);
 	}
 	return 0;
 }
@@ -572,9 +592,10 @@ void ksmu_agent_queue(struct ksmu_engine *e, struct ksmu_rmap_item *it, const vo
 {
 	struct ksmu_agent *a = &e->agent;
 
-	(void)page;
 	if (!ksmu_agent_connected(a))
 		return;
+	/* our copy of the content, as compared: the batch buffer is reused */
+	memcpy(e->agent_pages + a->q_n * KSMU_WIRE_PAGE, page, KSMU_WIRE_PAGE);
 	a->q_items[a->q_n] = it;
 	a->q_keys[a->q_n] = key;
 	a->q_n++;
@@ -589,49 +610,23 @@ void ksmu_agent_flush(struct ksmu_engine *e)
 	struct ksmu_pstore *ps[KSMU_WIRE_MAX_PAGES];
 	const void *pages[KSMU_WIRE_MAX_PAGES];
 	uint64_t addrs[KSMU_WIRE_MAX_PAGES];
-	uint8_t *copies = e->agent_pages;
-	size_t n = a->q_n, i, m = 0;
+	size_t n = a->q_n, i;
 
 	a->q_n = 0;
 	if (!n || !ksmu_agent_connected(a))
 		return;
 	/*
-	 * Read the pages again: the contents the scanner saw are gone with its
-	 * batch buffer.  A page that changed since is sent as it is now; the
-	 * worst outcome is a store page nobody can use.
+	 * The items stay valid until the end of the scanner's batch (events
+	 * are applied between batches, under the same lock), and this runs
+	 * before it ends.
 	 */
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		addrs[i] = ksmu_item_addr(a->q_items[i]);
-	{
-		uint8_t ok[KSMU_WIRE_MAX_PAGES];
-		uintptr_t ad[KSMU_WIRE_MAX_PAGES];
-		struct ksmu_rmap_item *items[KSMU_WIRE_MAX_PAGES];
-		uint64_t keys[KSMU_WIRE_MAX_PAGES];
-		long r;
-
-		for (i = 0; i < n; i++)
-			ad[i] = (uintptr_t)addrs[i];
-		r = ksmu_mem_read(&e->pm, ad, n, copies, ok);
-		if (r < 0)
-			return;
-		for (i = 0; i < n; i++) {
-			if (!ok[i])
-				continue;
-			items[m] = a->q_items[i];
-			keys[m] = a->q_keys[i];
-			addrs[m] = addrs[i];
-			if (m != i)
-				memcpy(copies + m * KSMU_WIRE_PAGE, copies + i * KSMU_WIRE_PAGE,
-				       KSMU_WIRE_PAGE);
-			pages[m] = copies + m * KSMU_WIRE_PAGE;
-			m++;
-		}
-		memcpy(a->q_items, items, m * sizeof(items[0]));
-		memcpy(a->q_keys, keys, m * sizeof(keys[0]));
+		pages[i] = e->agent_pages + i * KSMU_WIRE_PAGE;
 	}
-	if (!m || lookup(e, addrs, pages, m, 0, refs) || grant_refs(e, refs, m, ps))
+	if (lookup(e, addrs, pages, n, 0, refs) || grant_refs(e, refs, n, ps))
 		return;
-	for (i = 0; i < m; i++) {
+	for (i = 0; i < n; i++) {
 		if (!ps[i])
 			continue;
 		a->st.remote_found++;
@@ -649,7 +644,11 @@ void ksmu_agent_apply_hints(struct ksmu_engine *e)
 		struct ksmu_pstore *ps = store_of(a, h->store);
 
 		if (!ps)
-			continue; /* connection lost since: the grant went with it */
+			continue; /* connection lost since: the grant stays with the daemon */
+		if (ksmu_dedup_remote_grant(ps, h->idx)) {
+			disconnect(e, "out of memory for grants");
+			break;
+		}
 		if (ksmu_dedup_remote_hint(e, (uintptr_t)h->addr, ps, h->idx) == 0)
 			a->st.hints_merged++;
 	}
@@ -693,16 +692,8 @@ void ksmu_agent_fork_child(struct ksmu_engine *e)
 {
 	struct ksmu_agent *a = &e->agent;
 
-	/* async-signal-safe: close, plain stores */
-	if (a->fd >= 0)
-		close(a->fd);
-	a->fd = -1;
-	if (a->state == KSMU_AGENT_CONNECTED)
-		a->state = KSMU_AGENT_IDLE;
+	/* the pstores are retired by ksmu_dedup_fork() */
+	forget_connection(a);
 	a->retry_ms = 0; /* join as a process of its own at the first tick */
-	a->nr_stores = 0; /* the pstores are retired by ksmu_dedup_fork() */
-	a->nr_hints = 0;
-	a->q_n = 0;
-	a->nr_rel = 0;
 	a->hold_releases = false;
 }
