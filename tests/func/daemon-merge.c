@@ -14,7 +14,8 @@
  *   5. two users do not merge by default, and do when a configured domain
  *      holds both;
  *   6. the daemon killed while processes merge leaves every byte correct,
- *      and the processes go on merging alone.
+ *      and the processes go on merging alone;
+ *   7. "allow A B zero" lets two domains share zero pages and nothing else.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -124,13 +125,24 @@ static int start_daemon(const char *config)
 	return -1;
 }
 
-/* Page i of the shared content: distinct pages, the same in every process. */
+/* A seed with this bit: the first half of the pages are zero pages. */
+#define ZERO_HALF (1ULL << 40)
+
+/* Page i of content @seed: distinct pages, the same in every process. */
+static void ref_page(char *page, uint64_t seed, size_t i)
+{
+	if ((seed & ZERO_HALF) && i < PAGES / 2)
+		memset(page, 0, 4096);
+	else
+		t_fill_page(page, (seed & ~ZERO_HALF) + i);
+}
+
 static void fill(char *p, size_t pages, uint64_t seed)
 {
 	size_t i;
 
 	for (i = 0; i < pages; i++)
-		t_fill_page(p + i * 4096, seed + i);
+		ref_page(p + i * 4096, seed, i);
 }
 
 static int all_merged(const char *p, size_t pages)
@@ -169,7 +181,8 @@ enum { CMD_WRITE = 'w', CMD_VERIFY = 'v', CMD_PROBE = 'p', CMD_EXIT = 'x' };
 
 /*
  * An agent: maps PAGES pages of content @seed, registers them, scans
- * until all are merged (or 20 s), sends its PFNs, then obeys commands.
+ * until all are merged (only the zero half for ZERO_HALF; at most 20 s),
+ * sends its PFNs, then obeys commands.
  */
 static void agent_main(struct child *c, uid_t uid, uint64_t seed)
 {
@@ -193,7 +206,7 @@ static void agent_main(struct child *c, uid_t uid, uint64_t seed)
 		_exit(4);
 	for (k = 0; k < 400 && !merged; k++) {
 		ksmu_scan_full();
-		merged = all_merged(p, PAGES);
+		merged = all_merged(p, (seed & ZERO_HALF) ? PAGES / 2 : PAGES);
 		if (!merged)
 			usleep(50000);
 	}
@@ -211,7 +224,7 @@ static void agent_main(struct child *c, uid_t uid, uint64_t seed)
 			for (i = 0; i < PAGES; i++) {
 				char ref[4096];
 
-				t_fill_page(ref, seed + i);
+				ref_page(ref, seed, i);
 				if (memcmp(ref, p + i * 4096, 4096))
 					ok = 0;
 			}
@@ -394,6 +407,39 @@ static void test_domains(void)
 	finish(&c[1]);
 }
 
+/* Zero pages only: the pattern half stays unmerged, the zero half is shared. */
+static void test_zero_domains(void)
+{
+	struct child c[2];
+	uint64_t pfns[2][PAGES];
+	FILE *f;
+	size_t i, shared_zero = 0, shared_other = 0;
+
+	stop_daemon();
+	f = fopen(conf, "w");
+	CHECK("config written", f &&
+				    fprintf(f, "domain a uid=1000\ndomain b uid=1001\nallow a b zero\n") > 0 &&
+				    fclose(f) == 0);
+	CHECK("daemon restarted with 'allow a b zero'", start_daemon(conf) == 0);
+	spawn(&c[0], 1000, 11000 | ZERO_HALF);
+	spawn(&c[1], 1001, 11000 | ZERO_HALF);
+	CHECK("both processes merged their zero pages",
+	      collect(&c[0], pfns[0]) == 1 && collect(&c[1], pfns[1]) == 1);
+	for (i = 0; i < PAGES; i++) {
+		if (pfns[0][i] != pfns[1][i] || !pfns[0][i])
+			continue;
+		if (i < PAGES / 2)
+			shared_zero++;
+		else
+			shared_other++;
+	}
+	CHECK("the two domains share every zero page", shared_zero == PAGES / 2);
+	CHECK("and no other page (same content, other domain)", shared_other == 0);
+	CHECK("content correct in both", command(&c[0], CMD_VERIFY) && command(&c[1], CMD_VERIFY));
+	finish(&c[0]);
+	finish(&c[1]);
+}
+
 static void test_daemon_killed(void)
 {
 	struct child c[NPROC];
@@ -443,8 +489,10 @@ int main(int argc, char **argv)
 	test_cross_process();
 	test_store_readonly();
 	test_daemon_killed();
-	if (start_daemon(NULL) == 0)
+	if (start_daemon(NULL) == 0) {
 		test_domains();
+		test_zero_domains();
+	}
 	stop_daemon();
 	unlink(conf);
 	rmdir(dir);
