@@ -163,20 +163,25 @@ static inline int td_wait_value(const char *key, long want, int ms)
  *   pairs  [TD_CROSS, TD_CROSS + 2 * TD_PAIRS): page 2k and 2k + 1 equal,
  *          content @own_seed + k (a local duplicate: LOOKUP with CREATE,
  *          a store page only this process uses);
- *   spare  the rest: content @own_seed + 1000 + i until TD_FILL rewrites it.
+ *   spare  the rest: content @own_seed + 1000 + i until TD_FILL (first
+ *          half) or TD_FILL2 (second half) rewrites it as pairs: spare page
+ *          2k and 2k + 1 get content seed + k.  (A page written after it
+ *          was merged is not merged again: fill each half once.)
  * It remembers what every page must hold and obeys commands from the test.
  */
-#define TD_PAGES 64
+#define TD_PAGES 80
 #define TD_CROSS 32
 #define TD_PAIRS 8
 #define TD_SPARE0 (TD_CROSS + 2 * TD_PAIRS)
 #define TD_NSPARE (TD_PAGES - TD_SPARE0)
+#define TD_HALF (TD_SPARE0 + TD_NSPARE / 2) /* second half of the spare pages */
 
 enum {
 	TD_SCAN = 's',	 /* arg: full scans to run; reply 1 */
 	TD_PFNS = 'p',	 /* reply: TD_PAGES PFNs */
 	TD_VERIFY = 'v', /* reply: 1 if every page holds what it must */
-	TD_FILL = 'f',	 /* arg: seed; spare page i becomes seed + i; reply 1 */
+	TD_FILL = 'f',	 /* arg: seed; spare pages 2k, 2k + 1 become seed + k; reply 1 */
+	TD_FILL2 = 'g',	 /* the same for the second half */
 	TD_EXIT = 'x',
 };
 
@@ -238,8 +243,10 @@ static inline void td_agent_main(int in, int out, uint64_t cross_seed, uint64_t 
 			}
 			break;
 		case TD_FILL:
-			for (i = TD_SPARE0; i < TD_PAGES; i++) {
-				want[i] = c.arg + i;
+		case TD_FILL2:
+			for (i = c.cmd == TD_FILL ? TD_SPARE0 : TD_HALF;
+			     i < (c.cmd == TD_FILL ? TD_HALF : TD_PAGES); i++) {
+				want[i] = c.arg + (i - TD_SPARE0) / 2;
 				t_fill_page(p + i * T_PG, want[i]);
 			}
 			break;
@@ -350,8 +357,11 @@ static inline int td_wait_shared(struct td_agent *ag, int nr, size_t from, size_
 	return 0;
 }
 
-/* Scan @a until its local pairs have equal PFNs, up to @ms.  Return: 1 if so. */
-static inline int td_wait_pairs(struct td_agent *a, int ms)
+/*
+ * Scan @a until its @npairs pairs from page @from (2k, 2k + 1) have equal
+ * PFNs (merged in the process), up to @ms.  Return: 1 if so.
+ */
+static inline int td_wait_pairs(struct td_agent *a, size_t from, size_t npairs, int ms)
 {
 	uint64_t pfns[TD_PAGES];
 	int round;
@@ -362,9 +372,8 @@ static inline int td_wait_pairs(struct td_agent *a, int ms)
 
 		if (!td_agent_cmd(a, TD_SCAN, 1) || !td_agent_pfns(a, pfns))
 			return 0;
-		for (k = 0; k < TD_PAIRS; k++)
-			same &= pfns[TD_CROSS + 2 * k] != 0 &&
-				pfns[TD_CROSS + 2 * k] == pfns[TD_CROSS + 2 * k + 1];
+		for (k = 0; k < npairs; k++)
+			same &= pfns[from + 2 * k] != 0 && pfns[from + 2 * k] == pfns[from + 2 * k + 1];
 		if (same)
 			return 1;
 		usleep(20000);
