@@ -27,7 +27,7 @@
 #include "probe.h"
 #include "t_daemon.h"
 
-static uint8_t pkt[KSMU_WIRE_MAX + 4096];
+static uint8_t pkt[256 * 1024]; /* the largest packet sent: 200,000 bytes */
 
 static int hc_connect(void)
 {
