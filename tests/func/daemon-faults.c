@@ -3,6 +3,10 @@
  * Description: ksmd-user (argv[1]) and its agents killed at the worst
  * moments, and a restarted daemon rejoined.
  *
+ *   0. A bad KSMU_DAEMON_RETRY_MS is reported and ignored; the daemon dies
+ *      right after a RESULT (its grants not counted: KSMD_FAULT=result:2)
+ *      and before a HINT (hint:1): the agents' data stays right and they
+ *      merge their local duplicates alone.
  *   1. The daemon dies between a LOOKUP with CREATE and its answer
  *      (KSMD_FAULT=create:3, a test hook that _exits there): every agent's
  *      memory stays correct, the agents go on alone and merge new local
@@ -18,6 +22,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +55,65 @@ static int wait_exit(pid_t pid, int ms)
 	return -1;
 }
 
+/*
+ * The daemon dies at @fault while two fresh agents merge: their data stays
+ * right and they go on.  Return: 1 if so.
+ */
+static int die_at(const char *fault)
+{
+	struct td_agent a[2];
+	pid_t d = td_start(fault);
+	int st, ok;
+
+	if (d < 0)
+		return 0;
+	ok = td_agent_start(&a[0], CROSS_SEED + 7000, 700000, NULL) == 0 &&
+	     td_agent_start(&a[1], CROSS_SEED + 7000, 800000, NULL) == 0;
+	st = wait_exit(d, 20000);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 86) {
+		fprintf(stderr, "KSMD_FAULT=%s: the daemon did not exit there\n", fault);
+		ok = 0;
+		kill(d, SIGKILL);
+		waitpid(d, NULL, 0);
+	}
+	ok &= td_agent_cmd(&a[0], TD_VERIFY, 0) && td_agent_cmd(&a[1], TD_VERIFY, 0);
+	ok &= td_wait_pairs(&a[0], TD_CROSS, TD_PAIRS, 10000) &&
+	      td_wait_pairs(&a[1], TD_CROSS, TD_PAIRS, 10000);
+	ok &= td_agent_cmd(&a[0], TD_VERIFY, 0) && td_agent_cmd(&a[1], TD_VERIFY, 0);
+	ok &= td_agent_stop(&a[0]) == 0;
+	ok &= td_agent_stop(&a[1]) == 0;
+	return ok;
+}
+
+/* A bad KSMU_DAEMON_RETRY_MS is reported and ignored.  Return: 1 if so. */
+static int retry_env_refused(const char *value)
+{
+	char out[512] = "", want[128];
+	int p[2], st;
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	if (pipe(p))
+		return 0;
+	pid = fork();
+	if (pid == 0) {
+		char *m = t_map_anon(1);
+
+		dup2(p[1], 2);
+		setenv("KSMU_DAEMON_RETRY_MS", value, 1);
+		setenv("KSMU_DAEMON", "off", 1);
+		m[0] = 1;
+		_exit(ksmu_register(m, 4096) ? 3 : 0);
+	}
+	close(p[1]);
+	while ((n = read(p[0], out + got, sizeof(out) - 1 - (size_t)got)) > 0)
+		got += n;
+	close(p[0]);
+	waitpid(pid, &st, 0);
+	snprintf(want, sizeof(want), "KSMU_DAEMON_RETRY_MS=%s ignored", value);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, want) != NULL;
+}
+
 int main(int argc, char **argv)
 {
 	const struct ksmu_features *f = ksmu_probe_get();
@@ -71,6 +135,13 @@ int main(int argc, char **argv)
 	snprintf(dir, sizeof(dir), "/tmp/ksmu-df-%d", (int)getpid());
 	snprintf(td_sock, sizeof(td_sock), "%s/ksmd.sock", dir);
 	mkdir(dir, 0755);
+
+	CHECK("KSMU_DAEMON_RETRY_MS: a bad value is reported and ignored",
+	      retry_env_refused("abc") && retry_env_refused("9") && retry_env_refused("3600001") &&
+		  !retry_env_refused("100"));
+	CHECK("the daemon dies after a RESULT, before counting its grants: agents fine",
+	      die_at("result:2"));
+	CHECK("the daemon dies before a HINT: agents fine", die_at("hint:1"));
 
 	/* 1. the daemon dies at its third LOOKUP with CREATE, before answering */
 	d = td_start("create:3");
