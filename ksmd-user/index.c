@@ -507,6 +507,17 @@ static void page_put(struct ksmd_index *ix, struct ksmd_store *st, uint32_t idx,
 		page_free(ix, st, idx);
 }
 
+uint32_t ksmd_grants_held(const struct ksmd_grants *g, uint32_t store, uint32_t idx)
+{
+	uint64_t key = (uint64_t)store << 32 | idx;
+	size_t s;
+
+	if (!g->cap || !store)
+		return 0;
+	s = g_find(g, key);
+	return g->keys[s] ? g->counts[s] : 0;
+}
+
 uint32_t ksmd_ungrant(struct ksmd_index *ix, struct ksmd_grants *g, uint32_t store, uint32_t idx,
 		      uint32_t count)
 {

@@ -76,6 +76,8 @@ int ksmd_grant(struct ksmd_index *ix, struct ksmd_grants *g, struct ksmd_store *
  */
 uint32_t ksmd_ungrant(struct ksmd_index *ix, struct ksmd_grants *g, uint32_t store, uint32_t idx,
 		      uint32_t count);
+/* Grants of (store id, idx) that @g holds (0: none, or no such store). */
+uint32_t ksmd_grants_held(const struct ksmd_grants *g, uint32_t store, uint32_t idx);
 /* Free every grant of @g (the process is gone). */
 void ksmd_grants_drop(struct ksmd_index *ix, struct ksmd_grants *g);
 /* @dst = a copy of @src (fork); grants counted twice.  Return: 0 or -ENOMEM. */

@@ -27,6 +27,11 @@
  * INVARIANTS
  *   - A message is validated (ksmu_wire_check()) before any field is used;
  *     a malformed one gets ERROR and a disconnect, and changes nothing.
+ *     So does a well-formed one that is refused: a message out of order, a
+ *     RELEASE of grants the client does not hold (checked for the whole
+ *     message before any is taken back), a FORK naming a pid outside the
+ *     kernel's range (checked first), pid 1, the sender itself, or a
+ *     process that is not the sender's child.
  *   - STORE_FD for a store precedes the first message naming it, per
  *     connection.
  *   - A grant is counted only for a message the kernel accepted.
@@ -35,6 +40,13 @@
  *   Single-threaded.  Sends never block (MSG_DONTWAIT): an agent that does
  *   not read its replies is disconnected; a hint that does not fit is
  *   dropped (the merge is found later or never, nothing else).
+ *
+ * TEST HOOK
+ *   KSMD_FAULT=POINT:N makes the daemon _exit(86) the N-th time it passes
+ *   POINT, as a kill there would (tests/func/daemon-faults.c): create (a
+ *   LOOKUP with CREATE made store pages, its RESULT not sent), result (the
+ *   RESULT sent, its grants not counted), hint (before a HINT is sent).
+ *   A malformed value refuses to start.  Not for production use.
  *
  * KERNEL REQUIREMENTS
  *   SOCK_SEQPACKET, SO_PEERCRED, pidfd_open (5.3; SO_PEERPIDFD 6.5 when
@@ -154,6 +166,51 @@ static uint64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ test hook */
+
+/*
+ * KSMD_FAULT=POINT:N (tests only): the daemon _exits with KSMD_FAULT_EXIT
+ * the N-th time it passes POINT, as if killed there (socket file left,
+ * nothing cleaned up).  Points: create (a LOOKUP with CREATE made store
+ * pages, no RESULT sent yet), result (RESULT sent, its grants not yet
+ * counted), hint (a HINT about to be sent).
+ */
+#define KSMD_FAULT_EXIT 86
+static const char *const fault_points[] = {"create", "result", "hint"};
+static struct {
+	const char *point; /* NULL: no fault */
+	uint64_t left;
+} F;
+
+static int fault_parse(const char *v)
+{
+	const char *colon = strchr(v, ':');
+	uint64_t n;
+	size_t i;
+
+	if (!colon)
+		return -EINVAL;
+	for (i = 0; i < sizeof(fault_points) / sizeof(fault_points[0]); i++)
+		if (strlen(fault_points[i]) == (size_t)(colon - v) &&
+		    !strncmp(v, fault_points[i], (size_t)(colon - v)))
+			break;
+	if (i == sizeof(fault_points) / sizeof(fault_points[0]))
+		return -EINVAL;
+	if (ksmu_parse_decimal(colon + 1, UINT32_MAX, &n) || n == 0)
+		return -EINVAL;
+	F.point = fault_points[i];
+	F.left = n;
+	return 0;
+}
+
+static void fault_point(const char *point)
+{
+	if (!F.point || strcmp(F.point, point) || --F.left)
+		return;
+	LOG_WARN("KSMD_FAULT: exiting at %s", point);
+	_exit(KSMD_FAULT_EXIT);
 }
 
 /* ------------------------------------------------------------ clients */
@@ -337,6 +394,7 @@ static void send_hint(const struct ksmd_unstable_hit *hit, struct ksmd_store *st
 	m.e.addr = hit->addr;
 	m.e.store = st->id;
 	m.e.idx = idx;
+	fault_point("hint");
 	if (send_packet(o, &m, sizeof(m), -1))
 		return;
 	D.hints++;
@@ -434,6 +492,7 @@ static int handle_lookup(struct client *c, const uint8_t *msg, uint16_t flags)
 	struct ksmd_store *stores[KSMU_WIRE_MAX_PAGES];
 	struct ksmd_unstable_hit hits[KSMU_WIRE_MAX_PAGES];
 	bool hinted[KSMU_WIRE_MAX_PAGES];
+	bool created = false;
 	const uint8_t *pages;
 	size_t len;
 	int r;
@@ -469,6 +528,8 @@ static int handle_lookup(struct client *c, const uint8_t *msg, uint16_t flags)
 			if (idx < 0) {
 				LOG_WARN("store page for pid %d: %s", (int)c->pid, strerror((int)-idx));
 				hinted[i] = false;
+			} else if (flags & KSMU_LOOKUP_CREATE) {
+				created = true;
 			}
 		}
 		if (idx < 0) {
@@ -481,6 +542,8 @@ static int handle_lookup(struct client *c, const uint8_t *msg, uint16_t flags)
 		refs[i].store = st->id;
 		refs[i].idx = (uint32_t)idx;
 	}
+	if (created)
+		fault_point("create");
 	/* descriptors first, then the answer; a page not handed out is freed */
 	for (i = 0; i < n; i++) {
 		if (!stores[i])
@@ -501,6 +564,8 @@ static int handle_lookup(struct client *c, const uint8_t *msg, uint16_t flags)
 		memcpy(D.sbuf + sizeof(h) + sizeof(cnt), refs, n * sizeof(refs[0]));
 	}
 	r = send_packet(c, D.sbuf, len, -1);
+	if (!r)
+		fault_point("result");
 	for (i = 0; i < n; i++) {
 		if (!stores[i])
 			continue;
@@ -520,17 +585,61 @@ static int handle_lookup(struct client *c, const uint8_t *msg, uint16_t flags)
 	return r;
 }
 
-static void handle_release(struct client *c, const uint8_t *msg)
+static uint64_t release_key(const struct ksmu_wire_release *r)
 {
-	uint32_t n = ksmu_wire_count(msg), i;
-	const uint8_t *p = msg + sizeof(struct ksmu_wire_hdr) + sizeof(struct ksmu_wire_count);
+	return (uint64_t)r->store << 32 | r->idx;
+}
 
-	for (i = 0; i < n; i++) {
-		struct ksmu_wire_release r;
+static int release_cmp(const void *a, const void *b)
+{
+	uint64_t x = release_key(a), y = release_key(b);
 
-		memcpy(&r, p + (size_t)i * sizeof(r), sizeof(r));
-		ksmd_ungrant(D.ix, &c->grants, r.store, r.idx, r.count);
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * RELEASE: all or nothing.  Every (store, idx) named, its counts summed
+ * over the message, must be held by the client, or nothing is taken back
+ * and the client is refused (an honest agent returns only the grants it
+ * read).  Return: 0, or EINVAL for the ERROR reply.
+ */
+static int handle_release(struct client *c, const uint8_t *msg)
+{
+	static struct ksmu_wire_release rel[KSMU_WIRE_MAX_ENTRIES];
+	uint32_t n = ksmu_wire_count(msg), i, j;
+
+	memcpy(rel, msg + sizeof(struct ksmu_wire_hdr) + sizeof(struct ksmu_wire_count),
+	       (size_t)n * sizeof(rel[0]));
+	qsort(rel, n, sizeof(rel[0]), release_cmp);
+	for (i = 0; i < n; i = j) {
+		uint64_t sum = 0;
+
+		for (j = i; j < n && release_key(&rel[j]) == release_key(&rel[i]); j++)
+			sum += rel[j].count;
+		if (sum > ksmd_grants_held(&c->grants, rel[i].store, rel[i].idx)) {
+			LOG_WARN("pid %d: RELEASE of %llu grants of store %u page %u, holds %u: refused",
+				 (int)c->pid, (unsigned long long)sum, rel[i].store, rel[i].idx,
+				 ksmd_grants_held(&c->grants, rel[i].store, rel[i].idx));
+			return EINVAL;
+		}
 	}
+	for (i = 0; i < n; i++)
+		ksmd_ungrant(D.ix, &c->grants, rel[i].store, rel[i].idx, rel[i].count);
+	return 0;
+}
+
+/* The kernel's pid_max now (root may change it): every pid is below it. */
+static uint32_t read_pid_max(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+	unsigned long v = 0;
+
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v > 1 && v <= KSMU_WIRE_PID_LIMIT ? (uint32_t)v : KSMU_WIRE_PID_LIMIT;
 }
 
 /* Parent pid and real uid of @pid from /proc (-1 if unknown). */
@@ -558,39 +667,59 @@ static int proc_ppid_uid(pid_t pid, pid_t *ppid, uid_t *uid)
 	return 0;
 }
 
-static void handle_fork(struct client *c, const uint8_t *msg)
+/*
+ * FORK: the sender's new child maps what the sender maps.  Return: 0
+ * (recorded, or nothing to record), or EINVAL / EPERM for the ERROR reply:
+ * a pid no child of the sender can have, or a process that is not its child.
+ */
+static int handle_fork(struct client *c, const uint8_t *msg)
 {
 	struct ksmu_wire_fork f;
 	struct client *g;
-	pid_t ppid;
+	pid_t ppid, child;
 	uid_t uid;
 	size_t i, ghosts = 0;
 	int pidfd;
 
 	memcpy(&f, msg + sizeof(struct ksmu_wire_hdr), sizeof(f));
-	if (!c->grants.total)
-		return; /* nothing mapped: nothing to hold */
+	child = (pid_t)f.child_pid;
+	/*
+	 * Before anything else, the kernel's pid range: no pid at or above
+	 * pid_max exists, pid 1 is nobody's child, and the sender (or the
+	 * daemon) is not its own child.  Nothing is opened for such a pid.
+	 */
+	if (f.child_pid <= 1 || f.child_pid >= read_pid_max() || child == c->pid ||
+	    child == getpid()) {
+		LOG_WARN("pid %d: FORK names pid %u, which cannot be its child: refused",
+			 (int)c->pid, f.child_pid);
+		return EINVAL;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+	if (pidfd < 0)
+		return 0; /* already gone (and reaped): nothing to hold */
+	/* only a child of the sender, checked after the pidfd pins its identity */
+	if (proc_ppid_uid(child, &ppid, &uid) || ppid != c->pid) {
+		LOG_WARN("pid %d: FORK names %u, not its child: refused", (int)c->pid, f.child_pid);
+		close(pidfd);
+		return EPERM;
+	}
+	if (!c->grants.total) {
+		close(pidfd);
+		return 0; /* nothing mapped: nothing to hold */
+	}
 	for (i = 0; i < D.nr_clients; i++)
 		if (D.clients[i]->fd < 0 && D.clients[i]->uid == c->uid)
 			ghosts++;
 	if (ghosts >= MAX_GHOSTS_PER_UID) {
 		LOG_WARN("pid %d: fork of %u not recorded: %zu processes of uid %u already",
 			 (int)c->pid, f.child_pid, ghosts, (unsigned)c->uid);
-		return; /* its store pages then stay until the parent exits */
-	}
-	pidfd = (int)syscall(SYS_pidfd_open, (pid_t)f.child_pid, 0);
-	if (pidfd < 0)
-		return; /* already gone */
-	/* only a child of the sender, checked after the pidfd pins its identity */
-	if (proc_ppid_uid((pid_t)f.child_pid, &ppid, &uid) || ppid != c->pid) {
-		LOG_WARN("pid %d: FORK names %u, not its child: ignored", (int)c->pid, f.child_pid);
 		close(pidfd);
-		return;
+		return 0; /* its store pages then stay until the parent exits */
 	}
 	g = client_new();
 	if (!g) {
 		close(pidfd);
-		return;
+		return 0;
 	}
 	g->pid = (pid_t)f.child_pid;
 	g->uid = c->uid;
@@ -604,10 +733,11 @@ static void handle_fork(struct client *c, const uint8_t *msg)
 	if (ksmd_grants_copy(D.ix, &g->grants, &c->grants) || ep_add(pidfd, EV_PIDFD, g->id)) {
 		LOG_ERR("fork of pid %d: cannot hold its grants", (int)c->pid);
 		client_free(g);
-		return;
+		return 0;
 	}
 	LOG_DEBUG("pid %d forked %d: %llu grants held for the child", (int)c->pid, (int)g->pid,
 		  (unsigned long long)g->grants.total);
+	return 0;
 }
 
 /* ------------------------------------------------------------ ctl */
@@ -927,12 +1057,16 @@ static void client_readable(struct client *c)
 	case KSMU_MSG_RELEASE:
 		if (c->kind != KIND_AGENT)
 			goto refuse;
-		handle_release(c, D.rbuf);
+		err = handle_release(c, D.rbuf);
+		if (err)
+			goto reject;
 		break;
 	case KSMU_MSG_FORK:
 		if (c->kind != KIND_AGENT)
 			goto refuse;
-		handle_fork(c, D.rbuf);
+		err = handle_fork(c, D.rbuf);
+		if (err)
+			goto reject;
 		break;
 	case KSMU_MSG_REPORT:
 		if (c->kind != KIND_AGENT)
@@ -951,6 +1085,11 @@ refuse:
 		  ksmu_wire_type_name(h.type));
 	send_error(c, h.type, h.seq, EPROTO);
 	client_disconnect(c, "message out of order");
+	return;
+reject:
+	/* well formed, but refused: nothing was changed */
+	send_error(c, h.type, h.seq, err);
+	client_disconnect(c, "request refused");
 }
 
 static void accept_client(void)
@@ -1198,6 +1337,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ksmd-user: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
+	}
+	{
+		const char *fv = getenv("KSMD_FAULT");
+
+		if (fv && fault_parse(fv)) {
+			fprintf(stderr, "ksmd-user: KSMD_FAULT=%s: expected POINT:N, POINT one of "
+					"create, result, hint, N >= 1 (a test hook)\n",
+				fv);
+			return 2;
+		}
 	}
 	if (load_config(true))
 		return 1;

@@ -24,7 +24,8 @@
  *   Without a daemon, or when it goes away, the engine works alone as
  *   before: merged pages stay valid (nobody punches a store page an agent
  *   holds), new merges use local stores, and a connection is tried again
- *   every 5 s, so a restarted daemon is rejoined.
+ *   every 5 s (KSMU_DAEMON_RETRY_MS=10..3600000 changes it), so a
+ *   restarted daemon is rejoined.
  *
  * INVARIANTS
  *   - STORE_FD precedes any message naming its store (daemon's side); a
@@ -63,9 +64,12 @@
 #define LOG_PREFIX "agent: "
 #include "engine.h"
 #include "log.h"
+#include "parse.h"
 
 #define DEFAULT_SOCKET "/run/ksmu/ksmd.sock"
 #define RETRY_MS 5000
+#define RETRY_MS_MIN 10
+#define RETRY_MS_MAX 3600000
 #define REPORT_MS 1000
 #define IO_TIMEOUT_S 2
 
@@ -77,6 +81,27 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* KSMU_DAEMON_RETRY_MS: ms between connection attempts (tests shorten it). */
+static uint32_t retry_interval_from_env(void)
+{
+	const char *v = getenv("KSMU_DAEMON_RETRY_MS");
+	uint64_t x;
+	int r;
+
+	if (!v)
+		return RETRY_MS;
+	r = ksmu_parse_decimal(v, RETRY_MS_MAX, &x);
+	if (!r && x < RETRY_MS_MIN)
+		r = -ERANGE;
+	if (!r)
+		return (uint32_t)x;
+	/* asked-for output, as for the knobs (options.c): straight to stderr */
+	fprintf(stderr, "ksmu: KSMU_DAEMON_RETRY_MS=%s ignored: %s (%u..%u ms); using %u\n", v,
+		r == -ERANGE ? "out of range" : "not a decimal number", RETRY_MS_MIN, RETRY_MS_MAX,
+		RETRY_MS);
+	return RETRY_MS;
+}
+
 void ksmu_agent_init(struct ksmu_engine *e)
 {
 	struct ksmu_agent *a = &e->agent;
@@ -84,6 +109,7 @@ void ksmu_agent_init(struct ksmu_engine *e)
 
 	memset(a, 0, sizeof(*a));
 	a->fd = -1;
+	a->retry_interval_ms = retry_interval_from_env();
 	if (env && !strcmp(env, "off")) {
 		a->state = KSMU_AGENT_OFF;
 		return;
@@ -129,7 +155,7 @@ static void disconnect(struct ksmu_engine *e, const char *why)
 	for (i = 0; i < a->nr_stores; i++)
 		a->stores[i].ps->retired = true;
 	forget_connection(a);
-	a->retry_ms = mono_ms() + RETRY_MS;
+	a->retry_ms = mono_ms() + a->retry_interval_ms;
 }
 
 void ksmu_agent_fini(struct ksmu_engine *e)
@@ -494,7 +520,7 @@ void ksmu_agent_tick(struct ksmu_engine *e)
 
 		if (now < a->retry_ms)
 			return;
-		a->retry_ms = now + RETRY_MS;
+		a->retry_ms = now + a->retry_interval_ms;
 		if (stat(a->path, &st) < 0 || !S_ISSOCK(st.st_mode))
 			return;
 		r = connect_daemon(e);

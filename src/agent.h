@@ -34,7 +34,8 @@ struct ksmu_agent {
 	int state;
 	int fd;
 	uint32_t seq;
-	uint64_t retry_ms;
+	uint64_t retry_ms;	     /* next connection attempt (CLOCK_MONOTONIC ms) */
+	uint32_t retry_interval_ms; /* between attempts: KSMU_DAEMON_RETRY_MS, else 5000 */
 	uint64_t report_ms;
 	char path[108];
 	char domain[32];

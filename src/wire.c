@@ -120,7 +120,9 @@ static int check_fixed(uint16_t type, const char *b)
 		struct ksmu_wire_fork m;
 
 		memcpy(&m, b, sizeof(m));
-		return m.child_pid == 0 || m.child_pid > (1u << 22) || m.reserved ? -EBADMSG : 0;
+		if (m.child_pid == 0 || m.child_pid >= KSMU_WIRE_PID_LIMIT || m.reserved)
+			return -EBADMSG;
+		return 0;
 	}
 	case KSMU_MSG_KNOB: {
 		struct ksmu_wire_knob m;

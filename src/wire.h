@@ -37,6 +37,8 @@
 #define KSMU_WIRE_MAX_ENTRIES 1024u
 /* Text of CTL and CTL_REPLY messages. */
 #define KSMU_WIRE_MAX_TEXT 65536u
+/* Pids are below the kernel's PID_MAX_LIMIT (4194304 on 64-bit). */
+#define KSMU_WIRE_PID_LIMIT (1u << 22)
 /* Store id 0 means "none". */
 #define KSMU_WIRE_NO_STORE 0u
 
@@ -115,7 +117,7 @@ struct ksmu_wire_release {
 };
 
 struct ksmu_wire_fork {
-	uint32_t child_pid;
+	uint32_t child_pid; /* 1 .. KSMU_WIRE_PID_LIMIT - 1 */
 	uint32_t reserved;
 };
 

@@ -106,9 +106,13 @@ static long status_value(const char *key)
 static int start_daemon(const char *config)
 {
 	int i;
+	pid_t parent = getpid();
 
 	daemon_pid = fork();
 	if (daemon_pid == 0) {
+		/* a killed test leaves no daemon behind */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) || getppid() != parent)
+			_exit(127);
 		if (config)
 			execl(daemon_exe, daemon_exe, "--socket", sock, "--log-level", "warn",
 			      "--config", config, (char *)NULL);

@@ -169,7 +169,7 @@ static void read_fixed(const struct ksmu_wire_hdr *h, const uint8_t *body, size_
 		REQUIRE(blen == sizeof(m));
 		memcpy(&m, body, sizeof(m));
 		/* Fits a pid_t, and is not 0 (kill(0, ...) would mean the group). */
-		REQUIRE(m.child_pid >= 1 && m.child_pid <= (1u << 22));
+		REQUIRE(m.child_pid >= 1 && m.child_pid < KSMU_WIRE_PID_LIMIT);
 		REQUIRE(m.reserved == 0);
 		break;
 	}

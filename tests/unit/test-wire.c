@@ -545,6 +545,7 @@ static void test_fixed(void)
 	EXPECT("STORE_FD reserved", n, -EBADMSG);
 
 	EXPECT("FORK pid 0", mk_fork(0), -EBADMSG);
+	EXPECT("FORK pid 2^22 (PID_MAX_LIMIT)", mk_fork(1u << 22), -EBADMSG);
 	EXPECT("FORK pid 2^22+1", mk_fork((1u << 22) + 1), -EBADMSG);
 	EXPECT("FORK pid ~0", mk_fork(UINT32_MAX), -EBADMSG);
 	n = mk_fork(4242);
