@@ -520,6 +520,7 @@ void ksmu_dedup_pass_end(struct ksmu_engine *e)
 	uint64_t gen;
 	long max;
 
+	ksmu_merger_flush_scratch(&e->merger); /* the old copies of merged pages */
 	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
 		return; /* nothing merged: nothing to count */
 	gen = ksmu_engine_zap_gen();

@@ -1331,7 +1331,12 @@ static void *events_main(void *arg)
 			}
 			pthread_mutex_unlock(&evq.lock);
 			pthread_mutex_unlock(&zap_lock);
-			if (r <= 0)
+			/*
+			 * Fewer than asked: the queue was empty at the read.  No
+			 * second read to hear EAGAIN (one system call less per
+			 * event); poll() reports whatever comes next.
+			 */
+			if (r < (int)KSMU_ARRAY_SIZE(in))
 				break;
 		}
 		/* REMOVEs the merger's windows left behind (merge.c, ZAPS) */

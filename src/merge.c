@@ -32,8 +32,11 @@
  *         retry and find the store pages (a writer breaks COW at kernel
  *         speed).  MADV_POPULATE_READ maps the store pages read-only at
  *         once (never MAP_POPULATE: on a writable private mapping it would
- *         pre-fault for write and copy every page).  MADV_DONTNEED frees
- *         the old pages from the scratch area.
+ *         pre-fault for write and copy every page).  The old pages stay
+ *         in the scratch area until KSMU_MERGE_SCRATCH_KEEP of them have
+ *         gathered (or the engine's pass ends): then one MADV_DONTNEED
+ *         frees them all, one TLB flush for many merges instead of one
+ *         per merge.  Each window uses the slot after the kept pages.
  *     (4b) Different, or pinned, or absent: UFFDIO_MOVE the pages back (the
  *         run is still registered, as a MOVE destination must be), then
  *         UFFDIO_UNREGISTER (which wakes the sleepers too, and lets the
@@ -64,8 +67,9 @@
  *   semantic changes.
  *
  * INVARIANTS
- *   - Between windows every scratch page is empty (a MOVE into a non-empty
- *     destination fails with EEXIST).  The merging thread never touches an
+ *   - Between windows every scratch page after the first @scratch_used
+ *     (the kept old copies, which nothing maps and nobody else knows) is
+ *     empty (a MOVE into a non-empty destination fails with EEXIST).  The merging thread never touches an
  *     empty scratch page: it is registered MISSING, the access would sleep
  *     until a wake only this thread could send.
  *   - Every window that registered the run ends with UFFDIO_WAKE of the run,
@@ -361,8 +365,12 @@ static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t
  *     tracker's reader, between windows) reads those.
  */
 
-/* Read every pending message of @fd; see ZAPS.  Caller holds zap_lock. */
-static bool drain_fd(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uint64_t *mask)
+/*
+ * Read every pending message of @fd; see ZAPS.  Caller holds zap_lock.
+ * *@faults (if not NULL) is set when a page fault message was among them.
+ */
+static bool drain_fd_faults(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uint64_t *mask,
+			    bool *faults)
 {
 	uintptr_t run_end = run + (n << KSMU_PAGE_SHIFT);
 	struct uffd_msg msg[8];
@@ -375,6 +383,8 @@ static bool drain_fd(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uin
 			uintptr_t a, b;
 
 			/* Page faults of the run: the window's wake answers them. */
+			if (msg[i].event == UFFD_EVENT_PAGEFAULT && faults)
+				*faults = true;
 			if (msg[i].event != UFFD_EVENT_REMOVE)
 				continue;
 			a = (uintptr_t)msg[i].arg.remove.start;
@@ -393,6 +403,11 @@ static bool drain_fd(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uin
 		}
 	}
 	return hit;
+}
+
+static bool drain_fd(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uint64_t *mask)
+{
+	return drain_fd_faults(m, fd, run, n, mask, NULL);
 }
 
 static bool drain(struct ksmu_merger *m, int fd, uintptr_t run, size_t n, uint64_t *mask)
@@ -590,6 +605,31 @@ void ksmu_merger_destroy(struct ksmu_merger *m)
 	m->uffd = -1;
 	m->scratch = 0;
 	m->scratch_pages = 0;
+	m->scratch_used = 0;
+}
+
+/*
+ * The part of the scratch area a merge window uses: right after the old
+ * copies kept from earlier merges (@scratch_used does not change while a
+ * window is open).
+ */
+static uintptr_t scratch_slot(const struct ksmu_merger *m)
+{
+	return m->scratch + (m->scratch_used << KSMU_PAGE_SHIFT);
+}
+
+/*
+ * Free the old copies.  Nothing but this thread knows them.  If this failed,
+ * a later MOVE into the scratch area would fail with EEXIST; it cannot fail
+ * on our own private mapping short of a kernel bug.
+ */
+void ksmu_merger_flush_scratch(struct ksmu_merger *m)
+{
+	if (!m->scratch_used || m->fork_gen != atomic_load(&fork_gen))
+		return;
+	KSMU_BUG_ON(madvise((void *)m->scratch, m->scratch_used << KSMU_PAGE_SHIFT,
+			    MADV_DONTNEED) < 0);
+	m->scratch_used = 0;
 }
 
 static bool overlaps(uintptr_t a, size_t alen, uintptr_t b, size_t blen)
@@ -686,7 +726,7 @@ static int recreate_anon(struct ksmu_merger *m, uintptr_t addr, size_t off, size
 	err = uffd_register(m->uffd, addr + off, len - off);
 	if (err)
 		return err;
-	err = move_range_mode(m->uffd, addr + off, m->scratch + off, len - off, &moved,
+	err = move_range_mode(m->uffd, addr + off, scratch_slot(m) + off, len - off, &moved,
 			      UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
 	uffd_unregister(m->uffd, addr + off, len - off);
 	return err;
@@ -743,7 +783,7 @@ static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int
 	 * (a daemon store page is the daemon's file; a bug there must not
 	 * reach the application).  Not armed yet, so a read faults normally.
 	 */
-	if (memcmp(s, (const void *)m->scratch, len)) {
+	if (memcmp(s, (const void *)scratch_slot(m), len)) {
 		syscall(SYS_munmap, s, len);
 		return -EAGAIN;
 	}
@@ -790,7 +830,8 @@ static int move_back(struct ksmu_merger *m, uintptr_t addr, size_t n, size_t npa
 		for (j = i; j < npages && !(m->hooks && mask_bit(zmask, j)); j++)
 			;
 		err = move_range(m->run_uffd, addr + (i << KSMU_PAGE_SHIFT),
-				 m->scratch + (i << KSMU_PAGE_SHIFT), (j - i) << KSMU_PAGE_SHIFT, &got);
+				 scratch_slot(m) + (i << KSMU_PAGE_SHIFT), (j - i) << KSMU_PAGE_SHIFT,
+				 &got);
 		i += got >> KSMU_PAGE_SHIFT;
 		if (!err)
 			continue;
@@ -825,6 +866,8 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 		return err;
 	}
 
+	if (m->scratch_used >= KSMU_MERGE_SCRATCH_KEEP || m->scratch_used + n > m->scratch_pages)
+		ksmu_merger_flush_scratch(m);
 	if (hooked)
 		pthread_mutex_lock(&m->events_lock);
 	window_enter();
@@ -882,7 +925,7 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 * The MOVE goes through @uffd, with which the scratch area is
 	 * registered; the run may be registered with @run_uffd.
 	 */
-	err = move_range(m->uffd, m->scratch, addr, len, &moved);
+	err = move_range(m->uffd, scratch_slot(m), addr, len, &moved);
 	if (err) {
 		culprit = moved >> KSMU_PAGE_SHIFT;
 		goto out_move_back;
@@ -893,7 +936,7 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 * now; nothing can change them.
 	 */
 	for (i = 0; i < n; i++) {
-		if (memcmp((const void *)(m->scratch + (i << KSMU_PAGE_SHIFT)),
+		if (memcmp((const void *)(scratch_slot(m) + (i << KSMU_PAGE_SHIFT)),
 			   exp + (i << KSMU_PAGE_SHIFT), KSMU_PAGE_SIZE))
 			break;
 	}
@@ -918,15 +961,23 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	if (hooked) {
 		err = replace_staged(m, addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT),
 				     &populate_err, &mapped_failed);
-		/* clear @staging and read the run's REMOVEs, under the zap lock */
+		/*
+		 * Clear @staging and read the run's REMOVEs, under the zap lock.
+		 * One poll(2) tells whether any message (REMOVE or fault) is
+		 * queued; only then is it read.  A REMOVE queued after the poll
+		 * is one queued after the read would have been: the tracker's
+		 * reader reads it (ksmu_merger_drain(), ZAPS).
+		 */
 		m->hooks->zap_lock(m->hooks->arg, true);
 		__atomic_store_n(&m->staging, 0, __ATOMIC_SEQ_CST);
-		if (!err)
-			drain_fd(m, m->run_uffd, 0, 0, NULL);
+		contended = false;
+		if (!err && uffd_sleepers(m->run_uffd))
+			drain_fd_faults(m, m->run_uffd, 0, 0, NULL, &contended);
 		m->hooks->zap_lock(m->hooks->arg, false);
 		if (err)
 			goto out_move_back;
 	} else {
+		contended = false;
 		p = map_store(addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT));
 		if (p == MAP_FAILED) {
 			err = -errno;
@@ -938,7 +989,8 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 * (5) Wake now rather than after populating: the sleepers retry at once
 	 * and fault the store page in themselves if they win the race.
 	 */
-	contended = uffd_sleepers(m->run_uffd);
+	if (!hooked)
+		contended = uffd_sleepers(m->run_uffd);
 	uffd_wake(m->run_uffd, addr, len);
 	dt = now_ns() - t0;
 	if (!hooked && madvise((void *)addr, len, MADV_POPULATE_READ) < 0)
@@ -948,12 +1000,11 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 		pthread_mutex_unlock(&m->events_lock);
 
 	/*
-	 * The scratch pages hold the old copies, now unused.  Nothing but this
-	 * thread knows them, so they may be dropped after the window.  If this
-	 * failed, the next MOVE into the scratch area would fail with EEXIST;
-	 * it cannot fail on our own private mapping short of a kernel bug.
+	 * The slot holds the old copies, now unused.  They are kept until
+	 * KSMU_MERGE_SCRATCH_KEEP pages are (ksmu_merger_flush_scratch()): one
+	 * MADV_DONTNEED, one TLB flush, for many merges.
 	 */
-	KSMU_BUG_ON(madvise((void *)m->scratch, len, MADV_DONTNEED) < 0);
+	m->scratch_used += n;
 
 	m->stats.windows++;
 	m->stats.windows_contended += contended;
@@ -985,12 +1036,12 @@ out_move_back:
 			/* the pages dropped meanwhile are not brought back: holes */
 			for (i = back >> KSMU_PAGE_SHIFT; hooked && i < npages; i++)
 				if (mask_bit(zmask, i))
-					madvise((void *)(m->scratch + (i << KSMU_PAGE_SHIFT)),
+					madvise((void *)(scratch_slot(m) + (i << KSMU_PAGE_SHIFT)),
 						KSMU_PAGE_SIZE, MADV_DONTNEED);
 			back_err = recreate_anon(m, addr, back, moved);
 		}
 		if (back_err || (hooked && mask_any(zmask, n)))
-			madvise((void *)m->scratch, moved, MADV_DONTNEED);
+			madvise((void *)scratch_slot(m), moved, MADV_DONTNEED);
 	}
 	contended = uffd_sleepers(m->run_uffd);
 	/*

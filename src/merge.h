@@ -18,6 +18,13 @@
  */
 #define KSMU_MERGE_MAX_RUN 512
 
+/*
+ * Old copies of merged pages a merger keeps in its scratch area before it
+ * frees them all with one MADV_DONTNEED (one TLB flush for many merges
+ * instead of one per merge); ksmu_merger_flush_scratch() frees them sooner.
+ */
+#define KSMU_MERGE_SCRATCH_KEEP 16
+
 /**
  * struct ksmu_merge_stats - what a merger did (counts of calls unless said).
  * @windows:         windows opened (the range was registered)
@@ -118,6 +125,10 @@ struct ksmu_merge_hooks {
  *                 destination must be registered with the same uffd); every
  *                 page of it is empty between windows
  * @scratch_pages: length of @scratch in pages
+ * @scratch_used:  pages at the start of @scratch that hold the old copies
+ *                 of pages merged since the last flush (at most
+ *                 KSMU_MERGE_SCRATCH_KEEP of them, unless one run was
+ *                 longer); every page after them is empty
  * @fork_gen:      fork generation at init: a child forked later must not
  *                 use the merger (its uffd works on the parent's memory)
  * @wp_uffd:       second userfaultfd, for unmerge windows: synchronous
@@ -152,6 +163,7 @@ struct ksmu_merger {
 	pthread_mutex_t events_lock;
 	uintptr_t scratch;
 	size_t scratch_pages;
+	size_t scratch_used;
 	unsigned int fork_gen;
 	int wp_uffd;
 	uintptr_t unmerge_scratch;
@@ -205,6 +217,14 @@ void ksmu_merger_event_fds(const struct ksmu_merger *m, int fds[2]);
  * Return: 0, or -EBUSY if a window is open (it reads them itself; retry).
  */
 int ksmu_merger_drain(struct ksmu_merger *m);
+
+/**
+ * ksmu_merger_flush_scratch() - free the old copies of merged pages that the
+ * merger still holds in its scratch area (at most KSMU_MERGE_SCRATCH_KEEP
+ * pages, or one run); a merge window does it itself when they are that many.
+ * Context: the merger's owner, no window open.
+ */
+void ksmu_merger_flush_scratch(struct ksmu_merger *m);
 
 /**
  * ksmu_merger_destroy() - close the userfaultfd and unmap the scratch area.

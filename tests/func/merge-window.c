@@ -157,7 +157,7 @@ static void test_pss(struct ksmu_merger *m)
 	unsigned char x[PG];
 	char *r = t_map_anon(n);
 	int fd = t_store_new(1);
-	long before, after, rbefore, rafter, ideal = (long)((n - 1) * PG / 1024);
+	long before, after, rbefore, rafter, kept, ideal = (long)((n - 1) * PG / 1024);
 	size_t i, merged = 0;
 
 	printf("-- Pss: %zu copies into one store page\n", n);
@@ -169,6 +169,14 @@ static void test_pss(struct ksmu_merger *m)
 	rbefore = t_region_pss_kb(r, n * PG);
 	for (i = 0; i < n; i++)
 		merged += ksmu_merge_page(m, (uintptr_t)(r + i * PG), fd, 0, x) == 0;
+	/* the merger keeps a few old copies for one MADV_DONTNEED (merge.c) */
+	kept = t_region_pss_kb((void *)m->scratch, m->scratch_pages * PG);
+	printf("   old copies kept in the scratch area: %ld kB\n", kept);
+	CHECK("old copies kept are bounded",
+	      kept > 0 && kept <= (long)(KSMU_MERGE_SCRATCH_KEEP * PG / 1024));
+	ksmu_merger_flush_scratch(m);
+	CHECK("flush frees the old copies",
+	      t_region_pss_kb((void *)m->scratch, m->scratch_pages * PG) == 0);
 	after = t_pss_kb();
 	rafter = t_region_pss_kb(r, n * PG);
 	printf("   merged %zu; Pss of the process %ld kB -> %ld kB (drop %ld kB), of the region "
