@@ -25,6 +25,9 @@
  * Not yet here (see REPORT-daemon.md): the kernel KSM side by side, the
  * per-tracked-page figures at 1 and 4 GiB and the tcmalloc comparison.
  *
+ * --max-map-count V raises vm.max_map_count for the run (bench-common
+ * restores it on every exit path); without it the limit stays as found.
+ *
  * --quick: 3 x 8 MiB, ksmu only; never touches kernel KSM or
  * vm.max_map_count.  Exit 77 if the daemon cannot be started.
  */
@@ -227,10 +230,11 @@ int main(int argc, char **argv)
 		{ "mib", required_argument, NULL, 'm' },
 		{ "daemon", required_argument, NULL, 'd' },
 		{ "max-passes", required_argument, NULL, 'p' },
+		{ "max-map-count", required_argument, NULL, 'M' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned procs = 8, max_passes = 20;
-	uint64_t mib = 512;
+	uint64_t mib = 512, mmc = 0;
 	const char *daemon_bin = KSMU_DAEMON_BIN;
 	char sock[108];
 	int o;
@@ -253,6 +257,9 @@ int main(int argc, char **argv)
 		case 'p':
 			max_passes = (unsigned)bench_parse_u64("--max-passes", optarg, 1, 1000);
 			break;
+		case 'M':
+			mmc = bench_parse_u64("--max-map-count", optarg, 65530, 1U << 30);
+			break;
 		default:
 			bench_usage_error();
 		}
@@ -267,6 +274,15 @@ int main(int argc, char **argv)
 	struct ksmu_datagen_truth truth;
 
 	ksmu_datagen_truth(&spec, &truth);
+	if (mmc) {
+		int e = bench_mmc_raise(mmc);
+
+		if (e < 0) {
+			fprintf(stderr, "bench-daemon: vm.max_map_count=%lu: %s\n",
+				(unsigned long)mmc, strerror(-e));
+			return 1;
+		}
+	}
 	snprintf(sock, sizeof(sock), "/tmp/ksmu-bench-daemon-%d.sock", (int)getpid());
 	unlink(sock);
 
@@ -306,6 +322,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < procs; i++) {
 		kids[i] = fork();
 		if (kids[i] == 0) {
+			bench_restore_forget_in_child();
 			close(go[1]);
 			close(end[1]);
 			child_main(sock, &spec, (size_t)i * pages_per, pages_per, max_passes,
@@ -382,10 +399,10 @@ int main(int argc, char **argv)
 	       (unsigned long)sum.vmas, (unsigned long)(sum.vmas * 192 / 1024),
 	       (double)sum.cpu_ns / 1e9, daemon_cpu_s);
 	printf("  bytes changed: %lu pages\n", (unsigned long)sum.bad_pages);
-	printf("RESULT bench=daemon procs=%u mib=%lu sharing=%lu ideal=%zu passes=%lu wall_s=%.3f "
+	printf("RESULT bench=daemon procs=%u max_map_count=%ld mib=%lu sharing=%lu ideal=%zu passes=%lu wall_s=%.3f "
 	       "pss_before_kb=%ld pss_after_kb=%ld daemon_rss_kb=%lu daemon_pss_kb=%lu net_saved_kb=%ld vmas=%lu "
 	       "agent_cpu_s=%.3f daemon_cpu_s=%.3f bad_pages=%lu\n",
-	       procs, (unsigned long)mib, (unsigned long)(sum.pages_sharing + sum.zero_pages), ideal,
+	       procs, (long)bench_mmc_read(), (unsigned long)mib, (unsigned long)(sum.pages_sharing + sum.zero_pages), ideal,
 	       (unsigned long)max_passes_seen, (double)wall_ns / 1e9, (long)sum.pss_before_kb,
 	       (long)sum.pss_after_kb, (unsigned long)d1.rss_kb, (unsigned long)d1.pss_kb,
 	       (long)(saved_kb - (int64_t)(sum.vmas * 192 / 1024)), (unsigned long)sum.vmas,
