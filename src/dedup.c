@@ -756,7 +756,16 @@ static struct ksmu_stable_node *remote_node(struct ksmu_engine *e, struct ksmu_r
 	if (!ps)
 		return NULL;
 	sn = node_for(e, ps, idx, key);
-	if (sn && memcmp(e->cand_buf, page, KSMU_PAGE_SIZE)) {
+	if (!sn)
+		return NULL;
+	/*
+	 * The daemon has one page per content, so the local node of that page
+	 * may already hold max_page_sharing members (hundreds of zero pages
+	 * with use_zero_pages=0): the pair then gets a page of the local store,
+	 * whose node the caller chains to the full ones, as without a daemon.
+	 */
+	if (memcmp(e->cand_buf, page, KSMU_PAGE_SIZE) ||
+	    sn->nr_members + 2 > e->knobs.max_page_sharing) {
 		remote_node_unused(e, sn);
 		return NULL;
 	}
@@ -780,6 +789,10 @@ int ksmu_dedup_remote_merge(struct ksmu_engine *e, struct ksmu_rmap_item *it, ui
 	sn = node_for(e, ps, idx, key);
 	if (!sn)
 		return -EAGAIN;
+	if (sn->nr_members >= e->knobs.max_page_sharing) {
+		/* full here: @it stays unstable and pairs locally (remote_node()) */
+		return -ENOSPC;
+	}
 	ksmu_unstable_erase(&e->unstable, it);
 	err = ksmu_dedup_join(e, sn, it, e->cand_buf);
 	if (err) {

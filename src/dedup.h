@@ -150,7 +150,11 @@ struct ksmu_pstore *ksmu_dedup_remote_store(struct ksmu_engine *e, int fd, uint3
 int ksmu_dedup_remote_grant(struct ksmu_pstore *ps, uint32_t idx);
 /** Page @idx may be unused (answer not acted on): release it if nothing names it. */
 void ksmu_dedup_remote_unused(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx);
-/** Merge @it (in the unstable tree, hash @key) onto daemon page @idx of @ps (LOOKUP answer). */
+/**
+ * Merge @it (in the unstable tree, hash @key) onto daemon page @idx of @ps
+ * (LOOKUP answer).  -ENOSPC: the page's node here already has
+ * max_page_sharing members (@it stays unstable and pairs locally).
+ */
 int ksmu_dedup_remote_merge(struct ksmu_engine *e, struct ksmu_rmap_item *it, uint64_t key,
 			    struct ksmu_pstore *ps, uint32_t idx);
 /** A HINT: merge the page at @addr onto page @idx of @ps if it is still what it was. */

@@ -323,7 +323,11 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 			}
 			if (it_err)
 				merge_failed(it);
-			if (full)
+			/*
+			 * A daemon page's node may be in a chain already (or be
+			 * @full itself, when it had room for the pair again).
+			 */
+			if (full && sn != full && !sn->dup_prev && !sn->dup_next)
 				ksmu_stable_chain(&e->stable, full, sn);
 			return;
 		}

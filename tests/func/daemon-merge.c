@@ -15,7 +15,10 @@
  *      holds both;
  *   6. the daemon killed while processes merge leaves every byte correct,
  *      and the processes go on merging alone;
- *   7. "allow A B zero" lets two domains share zero pages and nothing else.
+ *   7. "allow A B zero" lets two domains share zero pages and nothing else;
+ *   8. more copies of one page in a process than max_page_sharing (256):
+ *      all merge (the daemon's page full, local pages for the rest), the
+ *      node limit holds, and the daemon's page is still shared across.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -468,6 +471,117 @@ static void test_daemon_killed(void)
 		CHECK("agent survived the daemon", finish(&c[i]) == 0);
 }
 
+#define COPIES 700 /* > 2 * max_page_sharing: the daemon's node plus local chains */
+
+/* One agent with COPIES copies of one page: writes its PFNs, exits 0 if correct. */
+static void copies_main(int fd)
+{
+	static uint64_t pfns[COPIES];
+	char ref[4096];
+	char *p;
+	size_t i;
+	int k, merged = 0;
+
+	setenv("KSMU_DAEMON", sock, 1);
+	p = t_map_anon(COPIES);
+	t_fill_page(ref, 4242);
+	for (i = 0; i < COPIES; i++)
+		memcpy(p + i * 4096, ref, 4096);
+	if (ksmu_register(p, COPIES * 4096UL))
+		_exit(4);
+	for (k = 0; k < 400 && !merged; k++) {
+		ksmu_scan_full();
+		merged = all_merged(p, COPIES);
+		if (!merged)
+			usleep(50000);
+	}
+	for (i = 0; i < COPIES; i++) {
+		pfns[i] = t_pfn_of(p + i * 4096);
+		if (memcmp(p + i * 4096, ref, 4096))
+			_exit(7);
+	}
+	if (write(fd, &merged, sizeof(merged)) != sizeof(merged) ||
+	    write(fd, pfns, sizeof(pfns)) != sizeof(pfns))
+		_exit(5);
+	/* stay until the parent has read our pagemap-derived PFNs */
+	if (read(fd, &k, 1) < 0)
+		_exit(6);
+	_exit(0);
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	char *b = buf;
+
+	while (len) {
+		ssize_t n = read(fd, b, len);
+
+		if (n <= 0)
+			return -1;
+		b += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static size_t max_sharing(const uint64_t *pfns, size_t n)
+{
+	size_t i, j, best = 0;
+
+	for (i = 0; i < n; i++) {
+		size_t c = 0;
+
+		for (j = 0; j < n; j++)
+			c += pfns[j] == pfns[i];
+		if (c > best)
+			best = c;
+	}
+	return best;
+}
+
+static void test_chains(void)
+{
+	static uint64_t pfns[2][COPIES];
+	int sv[2][2], merged[2] = {0, 0}, st, i, ok = 1;
+	pid_t pid[2];
+	size_t j, k, across = 0;
+
+	for (i = 0; i < 2; i++) {
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]))
+			return;
+		pid[i] = fork();
+		if (pid[i] == 0) {
+			int m;
+
+			for (m = 0; m <= i; m++)
+				close(sv[m][0]); /* the first agent's EOF must not wait for us */
+			copies_main(sv[i][1]);
+		}
+		close(sv[i][1]);
+	}
+	for (i = 0; i < 2; i++) {
+		ok &= read(sv[i][0], &merged[i], sizeof(merged[i])) == sizeof(merged[i]) &&
+		      read_full(sv[i][0], pfns[i], sizeof(pfns[i])) == 0;
+	}
+	CHECK("both agents report, each with more copies than max_page_sharing", ok);
+	CHECK("every copy merged in both processes", merged[0] == 1 && merged[1] == 1);
+	CHECK("no store page has more than max_page_sharing (256) sharers in a process",
+	      ok && max_sharing(pfns[0], COPIES) <= 256 && max_sharing(pfns[1], COPIES) <= 256);
+	for (j = 0; ok && j < COPIES; j++)
+		for (k = 0; k < COPIES; k++)
+			if (pfns[1][j] == pfns[0][k]) {
+				across++;
+				break;
+			}
+	CHECK("the daemon's page is shared across the two processes", across > 0);
+	for (i = 0; i < 2; i++) {
+		close(sv[i][0]);
+		waitpid(pid[i], &st, 0);
+		CHECK("agent exited cleanly (no BUG, content correct)",
+		      WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const struct ksmu_features *f = ksmu_probe_get();
@@ -496,6 +610,7 @@ int main(int argc, char **argv)
 	if (start_daemon(NULL) == 0) {
 		test_domains();
 		test_zero_domains();
+		test_chains();
 	}
 	stop_daemon();
 	unlink(conf);
