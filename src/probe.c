@@ -129,10 +129,12 @@ static ssize_t read_text(const char *path, char *buf, size_t len)
 	do {
 		n = read(fd, buf, len - 1);
 	} while (n < 0 && errno == EINTR);
-	err = n < 0 ? -errno : 0;
-	close(fd);
-	if (err)
+	if (n < 0) {
+		err = -errno;
+		close(fd);
 		return err;
+	}
+	close(fd);
 	buf[n] = '\0';
 	return n;
 }
