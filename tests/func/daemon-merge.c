@@ -41,6 +41,7 @@
 #include "probe.h"
 #include "t_mem.h"
 #include "test.h"
+#include "t_daemon.h"
 #include "wire.h"
 
 #define PAGES 64
@@ -59,51 +60,10 @@ static void stop_daemon(void)
 	daemon_pid = -1;
 }
 
-/* Send one CTL request; the reply text into @out.  Return: 0 or -1. */
-static int ctl(const char *req, char *out, size_t outlen)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	static uint8_t buf[sizeof(struct ksmu_wire_hdr) + KSMU_WIRE_MAX_TEXT];
-	struct ksmu_wire_hdr h;
-	size_t rl = strlen(req);
-	ssize_t n;
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	ksmu_wire_hdr_init(&h, KSMU_MSG_CTL, (uint32_t)(sizeof(h) + rl), 7);
-	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), req, rl);
-	if (send(fd, buf, sizeof(h) + rl, 0) < 0) {
-		close(fd);
-		return -1;
-	}
-	n = recv(fd, buf, sizeof(buf), 0);
-	close(fd);
-	if (n < (ssize_t)sizeof(h) || ksmu_wire_check(buf, (size_t)n))
-		return -1;
-	n -= (ssize_t)sizeof(h);
-	if ((size_t)n >= outlen)
-		n = (ssize_t)outlen - 1;
-	memcpy(out, buf + sizeof(h), (size_t)n);
-	out[n] = 0;
-	return 0;
-}
-
+/* A STATUS value of our daemon (t_daemon.h speaks to td_sock). */
 static long status_value(const char *key)
 {
-	static char text[KSMU_WIRE_MAX_TEXT + 1];
-	char pat[128], *p;
-
-	if (ctl("STATUS", text, sizeof(text)))
-		return -1;
-	snprintf(pat, sizeof(pat), "\n%s ", key);
-	p = strstr(text, pat);
-	return p ? strtol(p + strlen(pat), NULL, 10) : -1;
+	return td_status(key);
 }
 
 static int start_daemon(const char *config)
@@ -598,6 +558,8 @@ int main(int argc, char **argv)
 	daemon_exe = argv[1];
 	snprintf(dir, sizeof(dir), "/tmp/ksmu-dm-%d", (int)getpid());
 	snprintf(sock, sizeof(sock), "%s/ksmd.sock", dir);
+	snprintf(td_sock, sizeof(td_sock), "%s", sock);
+	td_exe = daemon_exe;
 	snprintf(conf, sizeof(conf), "%s/ksmd.conf", dir);
 	mkdir(dir, 0755);
 	if (start_daemon(NULL)) {
