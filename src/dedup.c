@@ -75,6 +75,7 @@
  *   Without them the engine detects and estimates only.
  */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -988,13 +989,23 @@ static int unmerge_window(struct ksmu_engine *e, uintptr_t addr, size_t n)
 		flags = madvise((void *)addr, len, MADV_POPULATE_READ) == 0
 			    ? KSMU_UNMERGE_ABSENT_IS_ZERO
 			    : 0;
+		/*
+		 * A drop seen since the pre-fault makes the window go back
+		 * (-EAGAIN) until the madvise() has zapped and the pre-fault
+		 * turned the page into zeros; the last tries take the zap set
+		 * as it is (a stale entry would fail every try).
+		 */
+		if (flags && tries >= UNMERGE_TRIES - 4)
+			flags |= KSMU_UNMERGE_IGNORE_ZAPS;
 		/* With the flag the window unregisters it from the tracker itself,
 		 * right before it registers the range (hook_disarm()). */
 		if (!flags)
 			ksmu_tracker_unregister(&e->tracker, addr, len);
 		err = ksmu_unmerge_run_flags(&e->merger, addr, n, flags);
-		if (err == -EAGAIN || err == -EBUSY)
+		if (err == -EAGAIN || err == -EBUSY) {
 			e->dd.unmerge_retries++;
+			sched_yield(); /* let the madvise() finish */
+		}
 	} while ((err == -EAGAIN || err == -EBUSY) && ++tries < UNMERGE_TRIES);
 	return err;
 }

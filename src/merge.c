@@ -354,6 +354,20 @@ static int move_range(int uffd, uintptr_t dst, uintptr_t src, size_t len, size_t
  *     REMOVE read early (the MOVE back waits for it) is harmless: the run is
  *     still registered MISSING, every access waits, and the dropped pages
  *     are simply not moved back.
+ *   - The hand-over of an unmerge window (ABSENT_IS_ZERO): the tracker's
+ *     registration goes (disarm) and @wp_uffd's comes, two system calls in
+ *     which no uffd holds the range, so a drop there is zapped without an
+ *     event and a read right after it faults the store page in.  The window
+ *     holds zap_lock across the two, so the reader cannot release an
+ *     madvise() that saw the tracker's VMA: it zaps after the hand-over.
+ *     One released before may still be on its way to the zap; its range is
+ *     in the zap set (the caller pre-faulted the range, which empties the
+ *     set there), so the window returns -EAGAIN instead (the caller faults
+ *     the range in again and retries).  Left: an madvise() that starts
+ *     between the two system calls *and* a read of its page before the
+ *     second one has the mmap lock.  Closing that needs store mappings on a
+ *     uffd of their own with synchronous WP, so that an unmerge needs no
+ *     re-registration (planned).
  *   - An unmerge window registers @wp_uffd (EVENT_REMOVE) and reads it only
  *     after the mremap that makes the range anonymous (the madvise then
  *     zaps the anonymous pages) or after the undo re-armed the store
@@ -1506,9 +1520,33 @@ int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsi
 	 * mapped (MINOR): the window may then read REMOVEs early (ZAPS).
 	 */
 	minor = hooked && (flags & KSMU_UNMERGE_ABSENT_IS_ZERO);
-	if (minor)
+	if (minor) {
+		/*
+		 * The hand-over from the tracker to @wp_uffd (ZAPS, "the
+		 * hand-over").  zap_lock keeps the tracker's reader from
+		 * reading from here until the range is registered here: an
+		 * madvise() that saw the tracker's VMA stays blocked in its
+		 * REMOVE, and zaps only once @wp_uffd (MINOR) holds the range.
+		 * One whose REMOVE was read already may still be on its way to
+		 * the zap: its range is in the zap set (nothing faulted it back
+		 * since the caller's pre-fault), so go back and let it finish.
+		 */
+		m->hooks->zap_lock(m->hooks->arg, true);
+		if (!(flags & KSMU_UNMERGE_IGNORE_ZAPS)) {
+			m->hooks->zap_test(m->hooks->arg, addr, n, zmask);
+			if (mask_any(zmask, n)) {
+				m->hooks->zap_lock(m->hooks->arg, false);
+				window_exit();
+				pthread_mutex_unlock(&m->events_lock);
+				m->stats.unmerge_retries++;
+				return -EAGAIN;
+			}
+		}
 		m->hooks->disarm(m->hooks->arg, addr, len); /* the caller's tracker lets go */
+	}
 	err = uffd_register_wp(m->wp_uffd, addr, len, minor);
+	if (minor)
+		m->hooks->zap_lock(m->hooks->arg, false);
 	if (err) {
 		if (minor && m->hooks->arm(m->hooks->arg, addr, len))
 			m->stats.errors++; /* the caller re-arms after the window */

@@ -337,12 +337,21 @@ int ksmu_unmerge_run(struct ksmu_merger *m, uintptr_t addr, size_t n);
  * registered MINOR with its tracker).
  */
 #define KSMU_UNMERGE_ABSENT_IS_ZERO 0x1
+/*
+ * With ABSENT_IS_ZERO: do not return -EAGAIN for pages of the range that
+ * the caller's zap set names at the hand-over (merge.c, ZAPS).  For a
+ * caller's last tries, when a stale entry (a page dropped and mapped again
+ * without the set hearing of it) would make every try fail.
+ */
+#define KSMU_UNMERGE_IGNORE_ZAPS 0x2
 
 /**
  * ksmu_unmerge_run_flags() - ksmu_unmerge_run() with flags.
  * Return: as ksmu_unmerge_run(); with hooks also -EAGAIN: the application
  * dropped a page of the range during the window, which was undone (the
- * range is merged and armed again); retry.
+ * range is merged and armed again), or (ABSENT_IS_ZERO) dropped one since
+ * the caller's pre-fault and its madvise() may not have zapped it yet;
+ * fault the range in again and retry.
  */
 int ksmu_unmerge_run_flags(struct ksmu_merger *m, uintptr_t addr, size_t n, unsigned int flags);
 
