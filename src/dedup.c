@@ -76,6 +76,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,15 +516,56 @@ static int count_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
 	return 0;
 }
 
+/*
+ * What the count depends on: merges, unmerges, the application's munmap,
+ * mremap and MADV_DONTNEED (events), drops (zap_gen) and registrations.
+ */
+static uint64_t count_signature(const struct ksmu_engine *e, uint64_t zap_gen)
+{
+	return e->merger.stats.runs_merged + e->merger.stats.runs_unmerged * 3 +
+	       e->cnt.uffd_events * 5 + zap_gen * 7 + e->nr_regions * 11 + e->vmas_since_count * 13;
+}
+
+/* A count older than this is redone even if nothing seems to have changed. */
+#define VMA_COUNT_MAX_AGE_NS (30 * 1000000000ull)
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The end of a pass: count the VMAs (reading /proc/self/maps, about a
+ * microsecond per VMA: with 100,000 store mappings the largest part of a
+ * quiet pass), unless nothing that changes them happened since the last
+ * count.  A skipped count leaves the budget stale (vma_count_stale): the
+ * next merge counts first (vma_budget_ok()).
+ */
 void ksmu_dedup_pass_end(struct ksmu_engine *e)
+{
+	uint64_t gen = ksmu_engine_zap_gen();
+
+	ksmu_merger_flush_scratch(&e->merger); /* the old copies of merged pages */
+	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
+		return; /* nothing merged: nothing to count */
+	if (e->vma_limit && count_signature(e, gen) == e->vma_count_sig &&
+	    mono_ns() - e->vma_count_ns < VMA_COUNT_MAX_AGE_NS) {
+		e->vma_count_stale = true;
+		e->dd.vma_counts_skipped++;
+		return;
+	}
+	ksmu_dedup_count_vmas(e);
+}
+
+void ksmu_dedup_count_vmas(struct ksmu_engine *e)
 {
 	struct vma_count c = {0};
 	uint64_t gen;
 	long max;
 
-	ksmu_merger_flush_scratch(&e->merger); /* the old copies of merged pages */
-	if (!e->cnt.mapped_items && !e->dd.store_vmas && e->vma_limit)
-		return; /* nothing merged: nothing to count */
 	gen = ksmu_engine_zap_gen();
 	if (maps_each(count_cb, &c) < 0)
 		c.ranges_failed = true;
@@ -535,6 +577,9 @@ void ksmu_dedup_pass_end(struct ksmu_engine *e)
 	e->vmas_since_count = 0;
 	e->dd.store_vmas = c.stores;
 	e->dd.store_splits = c.splits;
+	e->vma_count_stale = false;
+	e->vma_count_ns = mono_ns();
+	e->vma_count_sig = count_signature(e, gen);
 	/* Drops outside store mappings need no answer: forget them. */
 	if (!c.ranges_failed)
 		ksmu_engine_zap_prune(c.ranges, c.nr_ranges, gen);
@@ -550,13 +595,13 @@ uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e)
 
 static bool vma_budget_ok(struct ksmu_engine *e)
 {
-	if (!e->vma_limit)
-		ksmu_dedup_pass_end(e);
+	if (!e->vma_limit || e->vma_count_stale)
+		ksmu_dedup_count_vmas(e);
 	if (e->vma_count + e->vmas_since_count + 2 <= e->vma_limit)
 		return true;
 	/* Re-count once before saying no: unmerges and munmaps give VMAs back. */
 	if (e->vmas_since_count) {
-		ksmu_dedup_pass_end(e);
+		ksmu_dedup_count_vmas(e);
 		if (e->vma_count + 2 <= e->vma_limit)
 			return true;
 	}

@@ -80,6 +80,7 @@ struct ksmu_dedup_stats {
 	uint64_t minor_store;
 	uint64_t store_vmas;
 	int64_t store_splits;
+	uint64_t vma_counts_skipped; /* pass ends that needed no VMA count */
 };
 
 /** Can merging run for region @r now (else the scanner only detects)? */
@@ -135,6 +136,8 @@ int ksmu_dedup_unmerge_range(struct ksmu_engine *e, struct ksmu_region *r, uintp
 			     bool rearm);
 /** End of a pass: count store mappings (VMA budget and general_profit). */
 void ksmu_dedup_pass_end(struct ksmu_engine *e);
+/* Count the process's VMAs now (/proc/self/maps) and refresh the budget. */
+void ksmu_dedup_count_vmas(struct ksmu_engine *e);
 /** Extra VMAs merging costs now (an upper bound: 2 per store mapping). */
 uint64_t ksmu_dedup_vmas_added(const struct ksmu_engine *e);
 /** Store pages allocated that no node names (kept by private copies only). */

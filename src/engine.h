@@ -152,6 +152,9 @@ struct ksmu_engine {
 	uint64_t vma_limit;
 	uint64_t vma_count;
 	uint64_t vmas_since_count;
+	uint64_t vma_count_sig;	 /* count_signature() at the last count (dedup.c) */
+	uint64_t vma_count_ns;	 /* CLOCK_MONOTONIC of the last count */
+	bool vma_count_stale;	 /* a pass end skipped the count since */
 	struct ksmu_dedup_stats dd;
 	bool ever_merged;
 	int merger_hooked;

@@ -186,6 +186,62 @@ int ksmu_pagemap_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
 			  PAGE_IS_WRITTEN, 0, runs, max_runs, walk_end);
 }
 
+int ksmu_pagemap_present_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
+				 size_t max_pages, struct ksmu_pm_run *runs, size_t max_runs,
+				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end)
+{
+	struct page_region *vec = pm->vec;
+	struct pm_scan_arg arg = {
+	    .size = sizeof(arg),
+	    .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+	    .start = start,
+	    .end = end,
+	    .vec = (uintptr_t)vec,
+	    .vec_len = KSMU_MIN(max_runs, (size_t)KSMU_PM_VEC_LEN),
+	    .max_pages = max_pages,
+	    .category_mask = PAGE_IS_PRESENT,
+	    .return_mask = PAGE_IS_PRESENT | PAGE_IS_WRITTEN,
+	};
+	size_t nr = 0, w = 0;
+	long n, i;
+
+	*nw = 0;
+	if (!pm->use_scan)
+		return -EOPNOTSUPP;
+	/*
+	 * One walk: every present page is reported, split where "written"
+	 * changes; only the written ones are write-protected again (the
+	 * kernel's pagemap_scan_pmd_entry() protects a matched page only if
+	 * it was written).  Half the VMA walks of a present query followed by
+	 * a written one, which is what a quiet pass over many store mappings
+	 * costs most.
+	 */
+	n = ioctl(pm->fd, PAGEMAP_SCAN, &arg);
+	if (n < 0)
+		return -errno;
+	for (i = 0; i < n; i++) {
+		if (nr && runs[nr - 1].end == vec[i].start) {
+			runs[nr - 1].end = vec[i].end;
+		} else {
+			runs[nr].start = vec[i].start;
+			runs[nr].end = vec[i].end;
+			nr++;
+		}
+		if (!(vec[i].categories & PAGE_IS_WRITTEN))
+			continue;
+		if (w && wruns[w - 1].end == vec[i].start) {
+			wruns[w - 1].end = vec[i].end;
+		} else {
+			wruns[w].start = vec[i].start;
+			wruns[w].end = vec[i].end;
+			w++;
+		}
+	}
+	*nw = w;
+	*walk_end = arg.walk_end;
+	return (int)nr;
+}
+
 int ksmu_pagemap_is_present(struct ksmu_pagemap *pm, uintptr_t addr)
 {
 	uint64_t e;

@@ -8,10 +8,12 @@
  *   A cursor (region, page index) walks all regions in address order; one
  *   batch examines up to pages_to_scan present pages, and a full pass ends
  *   when the cursor wraps (full_scans++).  For each stretch of a region the
- *   scanner asks the page tables two questions (pagemap.c):
+ *   scanner asks the page tables two questions (pagemap.c), in one
+ *   PAGEMAP_SCAN walk for regions under the async write-protect tracker
+ *   (a walk costs per VMA too, and merged memory has many):
  *     1. which pages are present (PAGEMAP_SCAN, 1.5-4.6 ns/page);
- *     2. for regions under the async write-protect tracker, which of them
- *        were written since the last visit (and re-protect them atomically).
+ *     2. for regions under the tracker, which of them were written since
+ *        the last visit (and re-protect them atomically).
  *   Then, per page:
  *     - absent: if it was tracked, its record is forgotten (the application
  *       dropped it: MADV_DONTNEED, MADV_FREE reclaimed, munmap);
@@ -443,35 +445,6 @@ static bool smart_skip(const struct ksmu_engine *e, const struct ksmu_rmap_item 
 	return e->cnt.full_scans % period != 0;
 }
 
-/*
- * Collect the written runs of [from, *to) for a tracked region.  If the
- * answer does not fit, *to is pulled back to where it is complete.
- */
-static int collect_written(struct ksmu_engine *e, uintptr_t from, uintptr_t *to, size_t *nw)
-{
-	uintptr_t pos = from, walk_end;
-	size_t have = 0;
-
-	while (pos < *to) {
-		int n;
-
-		if (have == SCAN_MAX_RUNS) {
-			*to = pos;
-			break;
-		}
-		n = ksmu_pagemap_written(&e->pm, pos, *to, e->wruns + have, SCAN_MAX_RUNS - have,
-					 &walk_end);
-		if (n < 0)
-			return n;
-		have += (size_t)n;
-		if (walk_end <= pos)
-			break;
-		pos = walk_end;
-	}
-	*nw = have;
-	return 0;
-}
-
 struct rearm {
 	struct ksmu_engine *e;
 	size_t covered;
@@ -606,18 +579,12 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 		}
 		r = e->cursor;
 		from = r->start + (e->cursor_idx << KSMU_PAGE_SHIFT);
-		n = ksmu_pagemap_present(&e->pm, from, r->end, budget - examined, e->runs,
-					 SCAN_MAX_RUNS, &walk_end);
-		if (n < 0) {
-			ret = n;
-			break;
-		}
-		if (walk_end <= from || walk_end > r->end)
-			walk_end = r->end; /* defensive: always make progress */
+		n = -EOPNOTSUPP;
 		if (r->wp_tracked) {
-			int err = collect_written(e, from, &walk_end, &nw);
-
-			if (err == -EPERM) {
+			n = ksmu_pagemap_present_written(&e->pm, from, r->end, budget - examined,
+							 e->runs, SCAN_MAX_RUNS, e->wruns, &nw,
+							 &walk_end);
+			if (n == -EPERM) {
 				/*
 				 * The walk may have re-protected written pages before it
 				 * hit the foreign VMA, and their "written" answer is
@@ -625,11 +592,20 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 				 */
 				rearm_region(e, r);
 				all_written = true;
-			} else if (err < 0) {
-				ret = err;
-				break;
+				nw = 0;
 			}
 		}
+		if (n == -EOPNOTSUPP && r->wp_tracked)
+			all_written = true; /* no PAGEMAP_SCAN: nothing says what is clean */
+		if (n == -EPERM || n == -EOPNOTSUPP)
+			n = ksmu_pagemap_present(&e->pm, from, r->end, budget - examined, e->runs,
+						 SCAN_MAX_RUNS, &walk_end);
+		if (n < 0) {
+			ret = n;
+			break;
+		}
+		if (walk_end <= from || walk_end > r->end)
+			walk_end = r->end; /* defensive: always make progress */
 		examined += process_range(e, r, from, walk_end, (size_t)n, nw, all_written);
 		e->cursor_idx = (walk_end - r->start) >> KSMU_PAGE_SHIFT;
 		if (e->cursor_idx >= r->nr_pages) {
