@@ -80,6 +80,7 @@ static int engine_err;
 static bool engine_ready;
 
 static int tracker_start(struct ksmu_engine *e);
+static void zap_init(void);
 static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name);
 static void atfork_prepare(void);
 static void atfork_parent(void);
@@ -198,6 +199,7 @@ static void engine_init(void)
 			e->agent.state = KSMU_AGENT_OFF;
 	}
 	ksmu_self_add(e->arena.base, e->arena.base + e->arena.size);
+	zap_init();
 	e->tracker_mode = KSMU_TRACK_CHECKSUM;
 	if (best_tracker_possible() && tracker_start(e) == 0)
 		e->tracker_mode = KSMU_TRACK_WP_ASYNC;
@@ -913,34 +915,42 @@ struct zap_range {
 };
 
 /*
- * The set is an array grown with mmap/mremap, never malloc: the reader
- * holds zap_lock while it answers faults, and an application thread that
- * waits for such an answer may hold the allocator's lock.
+ * The set is one array mapped at start-up (MAP_NORESERVE: a page of memory
+ * per 170 ranges in use), never malloc and never moved: the reader holds
+ * zap_lock while it answers faults, and an application thread that waits
+ * for such an answer may hold the allocator's lock; and an array that
+ * moved (mremap) could be registered by merge-any at its new place between
+ * two looks at it, after which the reader's next mremap would wait for its
+ * own REMAP event (a hang seen once under TSan in preload-ksm).  Mapped
+ * before any registration and listed as the engine's own (selfmem.c).
  */
+#define ZAP_MAX (1UL << 20) /* 24 MiB of address space */
 static pthread_mutex_t zap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct zap_range *zaps;
 static size_t nr_zaps, zaps_cap;
 static uint64_t zap_gen;
 
-static bool zap_reserve_locked(size_t more)
+static void zap_init(void)
 {
-	size_t cap = zaps_cap ? zaps_cap : 256;
 	void *p;
 
-	if (nr_zaps + more <= zaps_cap)
-		return true;
-	while (cap < nr_zaps + more)
-		cap *= 2;
 	if (zaps)
-		p = mremap(zaps, zaps_cap * sizeof(*zaps), cap * sizeof(*zaps), MREMAP_MAYMOVE);
-	else
-		p = mmap(NULL, cap * sizeof(*zaps), PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return false;
+		return;
+	p = mmap(NULL, ZAP_MAX * sizeof(*zaps), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		pr_warn("no memory for the dropped-range set: MADV_DONTNEED of merged pages "
+			"reads their old content");
+		return;
+	}
 	zaps = p;
-	zaps_cap = cap;
-	return true;
+	zaps_cap = ZAP_MAX;
+	ksmu_self_add((uintptr_t)p, (uintptr_t)p + ZAP_MAX * sizeof(*zaps));
+}
+
+static bool zap_reserve_locked(size_t more)
+{
+	return nr_zaps + more <= zaps_cap;
 }
 
 static void zap_remove_locked(uintptr_t start, uintptr_t end)
