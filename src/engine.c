@@ -270,9 +270,14 @@ static void *scanner_main(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000L;
 			}
-			pthread_cond_timedwait(&e->wake, &e->lock, &ts);
+			/* Woken for events (events_main()): apply, sleep on. */
+			while (pthread_cond_timedwait(&e->wake, &e->lock, &ts) == 0 &&
+			       __atomic_exchange_n(&e->events_wake, false, __ATOMIC_ACQ_REL))
+				engine_apply_events(e);
 		} else {
 			pthread_cond_wait(&e->wake, &e->lock);
+			if (__atomic_exchange_n(&e->events_wake, false, __ATOMIC_ACQ_REL))
+				engine_apply_events(e);
 		}
 	}
 	return NULL;
@@ -1227,8 +1232,9 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
  * has been *read*, so reading never waits for the engine lock (a scan batch
  * may hold it for milliseconds): events are read into a queue as they come
  * and applied, in order, by whoever holds the engine lock next - the
- * reader itself (trylock, retried every millisecond), an API call, or the
- * scanner between batches (engine_apply_events()).  Faults (MINOR, on
+ * scanner thread woken by the reader (asked again every millisecond while
+ * the lock is busy), an API call, or the scanner between batches
+ * (engine_apply_events()).  Faults (MINOR, on
  * store mappings) are answered at once.  The reader never blocks on the
  * engine lock: the thread holding it may be waiting for a fault answer.
  *
@@ -1357,9 +1363,22 @@ static void *events_main(void *arg)
 		if (!__atomic_load_n(&evq.n, __ATOMIC_ACQUIRE) &&
 		    !__atomic_load_n(&evq.lost, __ATOMIC_ACQUIRE))
 			continue;
+		/*
+		 * The scanner thread applies them, never this thread: applying
+		 * frees records (free() may trim the heap: munmap, brk, madvise),
+		 * and under merge-any the heap is registered, so this thread
+		 * would wait for its own UNMAP or REMOVE event.  Without the
+		 * engine lock (the holder applies anyway); at most once a
+		 * millisecond (the poll timeout while events are pending).
+		 */
 		if (pthread_mutex_trylock(&e->lock))
-			continue; /* busy: keep reading; the holder or we apply later */
-		engine_apply_events(e);
+			continue; /* busy: the holder applies before it lets go */
+		if (e->thread_running) {
+			__atomic_store_n(&e->events_wake, true, __ATOMIC_RELEASE);
+			pthread_cond_signal(&e->wake);
+		} else {
+			engine_apply_events(e); /* no scanner (yet): rare */
+		}
 		pthread_mutex_unlock(&e->lock);
 	}
 	return NULL;

@@ -117,6 +117,7 @@ struct ksmu_engine {
 	pthread_t thread;
 	bool thread_running;
 	bool events_running;
+	bool events_wake;	/* the reader asks the scanner to apply events (atomic) */
 
 	struct ksmu_arena arena;
 	struct ksmu_rb_root regions;
