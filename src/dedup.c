@@ -520,10 +520,23 @@ static int count_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
  * What the count depends on: merges, unmerges, the application's munmap,
  * mremap and MADV_DONTNEED (events), drops (zap_gen) and registrations.
  */
+static uint64_t sig_mix(uint64_t h, uint64_t v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+	return h * 0xff51afd7ed558ccdull;
+}
+
 static uint64_t count_signature(const struct ksmu_engine *e, uint64_t zap_gen)
 {
-	return e->merger.stats.runs_merged + e->merger.stats.runs_unmerged * 3 +
-	       e->cnt.uffd_events * 5 + zap_gen * 7 + e->nr_regions * 11 + e->vmas_since_count * 13;
+	/* a hash, not a sum: nr_regions may go down while the others go up */
+	uint64_t h = sig_mix(0, e->merger.stats.runs_merged);
+
+	h = sig_mix(h, e->merger.stats.runs_unmerged);
+	h = sig_mix(h, e->cnt.uffd_events);
+	h = sig_mix(h, zap_gen);
+	h = sig_mix(h, e->nr_regions);
+	h = sig_mix(h, e->pages_tracked);
+	return sig_mix(h, e->vmas_since_count);
 }
 
 /* A count older than this is redone even if nothing seems to have changed. */
