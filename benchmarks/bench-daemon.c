@@ -708,7 +708,6 @@ int main(int argc, char **argv)
 		.zero_frac = 0.1, .run_len = 0, .seed = 0x6b736d75,
 	};
 	struct ksmu_datagen_truth truth;
-	struct summary su, sk;
 	int rc = 0, r;
 
 	ksmu_datagen_truth(&spec, &truth);
@@ -721,39 +720,38 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (do_ksmu) {
-		r = run(ENGINE_KSMU, daemon_bin, &spec, procs, pages_per, max_passes, ksm_pages, &su);
-		if (r == 77 && !do_ksm)
-			return 77;
-		if (r == 77)
-			do_ksmu = false;
-		else if (r)
+	/* ksmu first, then KSM; an engine this machine cannot run is skipped (77) */
+	const enum engine engs[2] = { ENGINE_KSMU, ENGINE_KSM };
+	bool want[2] = { do_ksmu, do_ksm };
+	struct summary sum[2];
+
+	for (int k = 0; k < 2; k++) {
+		if (!want[k])
+			continue;
+		r = run(engs[k], daemon_bin, &spec, procs, pages_per, max_passes, ksm_pages, &sum[k]);
+		if (r == 77) {
+			want[k] = false;
+			continue;
+		}
+		if (r)
 			rc = 1;
-		if (do_ksmu)
-			report(ENGINE_KSMU, &su, procs, mib, &spec, truth.pages_sharing);
+		report(engs[k], &sum[k], procs, mib, &spec, truth.pages_sharing);
 	}
-	if (do_ksm) {
-		r = run(ENGINE_KSM, daemon_bin, &spec, procs, pages_per, max_passes, ksm_pages, &sk);
-		if (r == 77 && !do_ksmu)
-			return 77;
-		if (r == 77)
-			do_ksm = false;
-		else if (r)
-			rc = 1;
-		if (do_ksm)
-			report(ENGINE_KSM, &sk, procs, mib, &spec, truth.pages_sharing);
-	}
-	if (do_ksmu && do_ksm) {
-		double nk = (double)net_saved_kb(&sk), nu = (double)net_saved_kb(&su);
+	if (!want[0] && !want[1])
+		return 77;
+	if (want[0] && want[1]) {
+		const struct summary *su = &sum[0], *sk = &sum[1];
+		double nk = (double)net_saved_kb(sk), nu = (double)net_saved_kb(su);
+		double net = nk ? nu / nk : 0.0;
+		double wall = sk->final_wall_ns ? (double)su->final_wall_ns / (double)sk->final_wall_ns
+						: 0.0;
+		double cpu = sk->final_cpu_ns ? (double)su->final_cpu_ns / (double)sk->final_cpu_ns
+					      : 0.0;
 
 		printf("ratios (ksmu / KSM): net saving %.3f, time to final %.3f, CPU to final %.3f\n",
-		       nk ? nu / nk : 0.0,
-		       sk.final_wall_ns ? (double)su.final_wall_ns / (double)sk.final_wall_ns : 0.0,
-		       sk.final_cpu_ns ? (double)su.final_cpu_ns / (double)sk.final_cpu_ns : 0.0);
+		       net, wall, cpu);
 		printf("RESULT bench=daemon engine=ratio net_saving=%.4f final_wall=%.4f final_cpu=%.4f\n",
-		       nk ? nu / nk : 0.0,
-		       sk.final_wall_ns ? (double)su.final_wall_ns / (double)sk.final_wall_ns : 0.0,
-		       sk.final_cpu_ns ? (double)su.final_cpu_ns / (double)sk.final_cpu_ns : 0.0);
+		       net, wall, cpu);
 	}
 	return rc;
 }

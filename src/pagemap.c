@@ -177,15 +177,6 @@ int ksmu_pagemap_present(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
 	return pread_present(pm, start, end, max_pages, runs, max_runs, walk_end);
 }
 
-int ksmu_pagemap_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
-			 struct ksmu_pm_run *runs, size_t max_runs, uintptr_t *walk_end)
-{
-	if (!pm->use_scan)
-		return -EOPNOTSUPP;
-	return scan_ioctl(pm, start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-			  PAGE_IS_WRITTEN, 0, runs, max_runs, walk_end);
-}
-
 int ksmu_pagemap_present_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
 				 size_t max_pages, struct ksmu_pm_run *runs, size_t max_runs,
 				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end)

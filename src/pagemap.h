@@ -50,24 +50,17 @@ int ksmu_pagemap_present(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
 			 struct ksmu_pm_run *runs, size_t max_runs, uintptr_t *walk_end);
 
 /**
- * ksmu_pagemap_present_written() - ksmu_pagemap_present() and
- * ksmu_pagemap_written() in one walk: the present runs in @runs, those of
- * them written since the last call (now write-protected again) in @wruns
- * (*@nw of them, at most @max_runs).  Return: number of present runs, or
- * -errno (-EPERM: part of the range is not under the async-WP tracker).
+ * ksmu_pagemap_present_written() - ksmu_pagemap_present() and the written
+ * pages in one PAGEMAP_SCAN walk (PM_SCAN_WP_MATCHING, on ranges under the
+ * async-WP tracker): the present runs in @runs, those of them written since
+ * the last call (now write-protected again) in @wruns (*@nw of them, at most
+ * @max_runs).  Return: number of present runs, or -errno (-EPERM: part of
+ * the range is not under the tracker; -EOPNOTSUPP: no PAGEMAP_SCAN).
  */
 int ksmu_pagemap_present_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
 				 size_t max_pages, struct ksmu_pm_run *runs, size_t max_runs,
 				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end);
 
-/**
- * ksmu_pagemap_written() - runs of pages written since the last call, in
- * [start, end), and write-protect them again (PAGEMAP_SCAN with
- * PM_SCAN_WP_MATCHING on a range registered with an async-WP userfaultfd).
- * Return: number of runs, or -errno; *@walk_end as above.
- */
-int ksmu_pagemap_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
-			 struct ksmu_pm_run *runs, size_t max_runs, uintptr_t *walk_end);
 
 /** ksmu_pagemap_is_present() - 1 if the page at @addr is present, 0 if not, -errno. */
 int ksmu_pagemap_is_present(struct ksmu_pagemap *pm, uintptr_t addr);
