@@ -2066,7 +2066,7 @@ static int cmd_status(const struct cmd *cmd, int argc, char **argv)
 	struct ctl_answer an;
 	struct cmd_args a;
 	struct status st;
-	pid_t pid;
+	pid_t pid = 0;
 	int r;
 
 	r = parse_opts(cmd, argc, argv, opts, 0, &a);
@@ -2110,7 +2110,7 @@ static int cmd_set(const struct cmd *cmd, int argc, char **argv)
 	struct cmd_args a;
 	uint64_t value;
 	size_t i;
-	pid_t pid;
+	pid_t pid = 0;
 	int r;
 
 	r = parse_opts(cmd, argc, argv, opts, 2, &a);
@@ -2802,7 +2802,7 @@ static int cmd_daemon(const struct cmd *cmd, int argc, char **argv)
 	char *prog;
 	int64_t deadline;
 	int r, i, pipefd[2], logfd, status, child_err = 0;
-	pid_t pid;
+	pid_t pid = 0;
 	ssize_t got;
 
 	r = parse_opts(cmd, argc, argv, opts, INT_MAX, &a);
