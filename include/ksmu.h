@@ -137,6 +137,12 @@ struct ksmu_stats {
 	uint64_t pages_adopted; /**< ksmu: merged pages found moved (mremap) and recorded again */
 	uint64_t zap_ranges;	/**< ksmu: dropped ranges remembered (pruned to store mappings at pass end) */
 	uint64_t reader_cpu_ns; /**< ksmu: CPU time of the event reader thread (faults, events), cumulative; the engine's CPU is this plus scan_cpu_ns */
+	/* ksmu: copy-on-write policy (0.3) */
+	uint64_t cow_policy; /**< ksmu knob: 0 the kernel copies (never re-merged), 1 ksmu copies into anonymous memory (re-mergeable); fixed at the first merge */
+	uint64_t cow_user;   /**< ksmu: writes to merged pages given an anonymous copy (cow_policy=1), cumulative */
+	uint64_t cow_user_ns;	  /**< ksmu: time writers waited for those copies, cumulative */
+	uint64_t cow_user_ns_max; /**< ksmu: the longest of those waits */
+	uint64_t cow_kernel; /**< ksmu: cow_policy=1 writes let through to the kernel's copy (no VMA or memory for an anonymous one) */
 };
 
 /**

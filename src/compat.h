@@ -43,6 +43,9 @@
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
 #endif
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1) /* 6.3 */
+#endif
 #ifndef _UFFDIO_MOVE
 #define _UFFDIO_MOVE (0x05)
 struct uffdio_move {

@@ -128,6 +128,11 @@ static const struct field stat_fields[] = {
 	STAT_FIELD(pages_adopted, 0),
 	STAT_FIELD(zap_ranges, 0),
 	STAT_FIELD(reader_cpu_ns, 0),
+	STAT_FIELD(cow_policy, 0),
+	STAT_FIELD(cow_user, 0),
+	STAT_FIELD(cow_user_ns, 0),
+	STAT_FIELD(cow_user_ns_max, 0),
+	STAT_FIELD(cow_kernel, 0),
 };
 
 static const struct field proc_fields[] = {

@@ -87,6 +87,7 @@
 
 #define LOG_PREFIX "dedup: "
 #include "compat.h"
+#include "cow.h"
 #include "engine.h"
 #include "hash.h"
 #include "log.h"
@@ -133,7 +134,7 @@ static int hook_disarm(void *arg, uintptr_t addr, size_t len)
 {
 	struct ksmu_engine *e = arg;
 
-	return ksmu_tracker_unregister(&e->tracker, addr, len);
+	return ksmu_tracker_unregister_store(&e->tracker, addr, len);
 }
 
 static int merger_ready(struct ksmu_engine *e)
@@ -144,8 +145,22 @@ static int merger_ready(struct ksmu_engine *e)
 		return 0;
 	if (e->merger_state < 0)
 		return e->merger_state;
+	/*
+	 * cow_policy is decided here, once: store mappings stay on the
+	 * descriptor they were registered with (a forked child keeps the
+	 * kernel policy: its inherited store mappings are on its tracker).
+	 */
+	if (e->knobs.cow_policy && !e->tracker.cow) {
+		ret = e->cow_child ? -EOPNOTSUPP : ksmu_cow_start(e);
+		if (ret) {
+			pr_info("cow_policy=1 unavailable (%s): the kernel copies written pages",
+				strerror(-ret));
+			e->knobs.cow_policy = 0;
+		}
+	}
 	e->merge_hooks.arg = e;
 	e->merge_hooks.tracker_fd = e->tracker.fd;
+	e->merge_hooks.store_fd = ksmu_tracker_store_fd(&e->tracker);
 	e->merge_hooks.arm = hook_arm;
 	e->merge_hooks.zap_lock = hook_zap_lock;
 	e->merge_hooks.zap_add = hook_zap_add;
@@ -170,6 +185,7 @@ bool ksmu_dedup_active(struct ksmu_engine *e, const struct ksmu_region *r)
 	    e->tracker_mode != KSMU_TRACK_WP_ASYNC || merger_ready(e))
 		return false;
 	e->merge_hooks.tracker_fd = e->tracker.fd; /* windows run under the engine lock */
+	e->merge_hooks.store_fd = ksmu_tracker_store_fd(&e->tracker);
 	return true;
 }
 
@@ -1043,6 +1059,9 @@ static int unmerge_window(struct ksmu_engine *e, uintptr_t addr, size_t n)
 	unsigned int flags;
 	int err, tries = 0;
 
+	/* cow_policy=1: the copy worker keeps out of store mappings meanwhile */
+	if (e->tracker.cow)
+		ksmu_cow_exclude(true);
 	do {
 		flags = madvise((void *)addr, len, MADV_POPULATE_READ) == 0
 			    ? KSMU_UNMERGE_ABSENT_IS_ZERO
@@ -1058,13 +1077,15 @@ static int unmerge_window(struct ksmu_engine *e, uintptr_t addr, size_t n)
 		/* With the flag the window unregisters it from the tracker itself,
 		 * right before it registers the range (hook_disarm()). */
 		if (!flags)
-			ksmu_tracker_unregister(&e->tracker, addr, len);
+			ksmu_tracker_unregister_store(&e->tracker, addr, len);
 		err = ksmu_unmerge_run_flags(&e->merger, addr, n, flags);
 		if (err == -EAGAIN || err == -EBUSY) {
 			e->dd.unmerge_retries++;
 			sched_yield(); /* let the madvise() finish */
 		}
 	} while ((err == -EAGAIN || err == -EBUSY) && ++tries < UNMERGE_TRIES);
+	if (e->tracker.cow)
+		ksmu_cow_exclude(false);
 	return err;
 }
 
@@ -1237,6 +1258,68 @@ size_t ksmu_dedup_rearm_stores(struct ksmu_engine *e, uintptr_t start, uintptr_t
 		return 0;
 	maps_each(rearm_store_cb, &rs);
 	return rs.covered;
+}
+
+/* ------------------------------------------------------------ cow_policy=1 */
+
+void ksmu_dedup_cow_done(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t addr, bool user)
+{
+	struct ksmu_rmap_item *it = ksmu_region_item(r, (addr - r->start) >> KSMU_PAGE_SHIFT);
+	unsigned int f = ksmu_item_flags(it);
+
+	if (!(f & KSMU_ITEM_MAPPED))
+		return; /* unmerged or forgotten since: nothing left to change */
+	if (!user) {
+		/* the kernel's copy, inside the store mapping: as a cow break (scan.c) */
+		if (f & (KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)) {
+			ksmu_scan_item_detach(e, it);
+			e->dd.cow_breaks++;
+		}
+		return;
+	}
+	/* an anonymous page now: the store page is no longer mapped here */
+	ksmu_scan_item_detach(e, it);
+	ksmu_dedup_unmapped(e, it);
+	ksmu_scan_item_forget(e, it); /* re-hashed, and merged again, on a next visit */
+	e->dd.cow_user++;
+}
+
+struct unreg_walk {
+	struct ksmu_engine *e;
+	uintptr_t start, end;
+	int err;
+};
+
+static int unreg_cb(unsigned long lo, unsigned long hi, bool store, void *arg)
+{
+	struct unreg_walk *w = arg;
+	int err;
+
+	lo = KSMU_MAX(lo, w->start);
+	hi = KSMU_MIN(hi, w->end);
+	if (lo >= hi)
+		return 0;
+	err = store ? ksmu_tracker_unregister_store(&w->e->tracker, lo, hi - lo)
+		    : ksmu_tracker_unregister(&w->e->tracker, lo, hi - lo);
+	if (err && !w->err)
+		w->err = err;
+	return 0;
+}
+
+int ksmu_dedup_unregister_range(struct ksmu_engine *e, uintptr_t start, uintptr_t end)
+{
+	struct unreg_walk w = {e, start, end, 0};
+	int err = ksmu_tracker_unregister(&e->tracker, start, end - start);
+
+	/*
+	 * cow_policy=1: store mappings are on another descriptor, and the
+	 * kernel refuses to unregister a range registered with two: one VMA
+	 * at a time then.
+	 */
+	if (!err || !e->tracker.cow)
+		return err;
+	maps_each(unreg_cb, &w);
+	return w.err;
 }
 
 /* ------------------------------------------------------------ fork */

@@ -81,8 +81,17 @@ struct ksmu_dedup_stats {
 	uint64_t store_vmas;
 	int64_t store_splits;
 	uint64_t vma_counts_skipped; /* pass ends that needed no VMA count */
+	uint64_t cow_user;	     /* cow_policy=1 copies applied to the records */
 };
 
+/**
+ * ksmu_dedup_cow_done() - apply a copy the cow worker made at @addr of @r:
+ * @user (an anonymous page: the record and store reference go, and the
+ * page is re-hashed) or the kernel's (a cow break, as the scanner sees it).
+ */
+void ksmu_dedup_cow_done(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t addr, bool user);
+/** Unregister [start, end) from the tracker, store mappings included.  Return: 0 or -errno. */
+int ksmu_dedup_unregister_range(struct ksmu_engine *e, uintptr_t start, uintptr_t end);
 /** Can merging run for region @r now (else the scanner only detects)? */
 bool ksmu_dedup_active(struct ksmu_engine *e, const struct ksmu_region *r);
 /** Read the content of stable node @sn's store page into @buf.  Return: 0 or -errno. */

@@ -66,7 +66,9 @@
 #include "engine.h"
 #include "log.h"
 #include "probe.h"
+#include "compat.h"
 #include "control.h"
+#include "cow.h"
 #include "preload.h"
 #include "selfmem.h"
 
@@ -164,6 +166,7 @@ static void engine_init(void)
 	init_wake(&e->wake);
 	ksmu_knobs_default(&e->knobs);
 	e->tracker.fd = -1;
+	e->tracker.cow_fd = -1;
 	read_disable_env();
 
 	ret = ksmu_arena_init(&e->arena, ARENA_RESERVE);
@@ -547,7 +550,7 @@ static int cut_region(struct ksmu_engine *e, struct ksmu_region *r, uintptr_t st
 	e->nr_regions--;
 	e->pages_tracked -= r->nr_pages;
 	if (tracked && how == CUT_UNREGISTER)
-		ksmu_tracker_unregister(&e->tracker, lo, hi - lo);
+		ksmu_dedup_unregister_range(e, lo, hi);
 	if (left) {
 		ksmu_region_insert(&e->regions, left);
 		e->nr_regions++;
@@ -814,7 +817,7 @@ int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode)
 		 */
 		for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r)) {
 			if (r->wp_tracked)
-				ksmu_tracker_unregister(&e->tracker, r->start, r->end - r->start);
+				ksmu_dedup_unregister_range(e, r->start, r->end);
 			r->wp_tracked = false;
 		}
 		e->tracker_mode = KSMU_TRACK_CHECKSUM;
@@ -892,6 +895,11 @@ static void apply_event(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 		}
 		break;
 	}
+	case KSMU_UFFD_COW:
+		r = ksmu_region_lookup(&e->regions, ev->start);
+		if (r && r->start <= ev->start && ev->start < r->end)
+			ksmu_dedup_cow_done(e, r, ev->start, ev->to != 0);
+		break;
 	default:
 		break;
 	}
@@ -1183,8 +1191,9 @@ static bool zap_has_locked(uintptr_t addr)
  * engine lock, with zap_lock held since the read.  Return: true if nothing
  * is left to apply.
  */
-static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
+static bool event_now(struct ksmu_engine *e, int fd, const struct ksmu_uffd_event *ev)
 {
+	const bool on_cow = fd == e->tracker.cow_fd;
 	/* the merger is initialised (memset included) before merger_hooked is set */
 	uintptr_t staging = __atomic_load_n(&e->merger_hooked, __ATOMIC_ACQUIRE)
 				? __atomic_load_n(&e->merger.staging, __ATOMIC_SEQ_CST)
@@ -1192,7 +1201,15 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 
 	switch (ev->kind) {
 	case KSMU_UFFD_FAULT: {
-		bool zero = zap_has_locked(ev->start);
+		bool zero;
+
+		if (on_cow && (ev->to & UFFD_PAGEFAULT_FLAG_WP)) {
+			ksmu_cow_request(e, ev->start); /* a write to a merged page (cow.c) */
+			return true;
+		}
+		if (on_cow && !(ev->to & UFFD_PAGEFAULT_FLAG_MINOR))
+			return true; /* MISSING: the page cow.c is filling; its fill wakes */
+		zero = zap_has_locked(ev->start);
 
 		/*
 		 * On failure (EAGAIN while an event is pending, EEXIST if the
@@ -1200,13 +1217,14 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 		 * again if it must: the range stays in the set until a zero
 		 * page is really in place.
 		 */
-		if (ksmu_tracker_resolve_minor(&e->tracker, ev->start, zero) == 0 && zero)
+		if (ksmu_tracker_resolve_minor(&e->tracker, fd, ev->start, zero) == 0 && zero)
 			zap_remove_locked(ev->start, ev->start + KSMU_PAGE_SIZE);
 		__atomic_fetch_add(zero ? &e->dd.minor_zero : &e->dd.minor_store, 1,
 				   __ATOMIC_RELAXED);
 		return true; /* nothing to apply */
 	}
 	case KSMU_UFFD_REMOVE:
+		ksmu_cow_note_remove_locked(ev->start, ev->end);
 		if (e->tracker.minor && __atomic_load_n(&e->ever_merged, __ATOMIC_ACQUIRE))
 			ksmu_engine_zap_add_locked(ev->start, ev->end);
 		return false;
@@ -1214,10 +1232,15 @@ static bool event_now(struct ksmu_engine *e, const struct ksmu_uffd_event *ev)
 		/* the merger's staged store mapping leaving for the run (merge.c) */
 		if (staging && ev->start == staging)
 			return true;
+		/* the store page the copy worker replaces (cow.c) */
+		if (on_cow && ksmu_cow_own_event(ev->kind, ev->start, ev->end))
+			return true;
 		zap_remove_locked(ev->start, ev->end);
 		return false;
 	case KSMU_UFFD_REMAP:
 		if (staging && ev->start == staging)
+			return true;
+		if (on_cow && ksmu_cow_own_event(ev->kind, ev->start, ev->end))
 			return true;
 		if (nr_zaps)
 			zap_move_locked(ev->start, ev->end, ev->to);
@@ -1287,6 +1310,41 @@ static void engine_apply_events(struct ksmu_engine *e)
 	}
 }
 
+void ksmu_engine_kick_reader(struct ksmu_engine *e)
+{
+	void *p = mmap(NULL, KSMU_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	if (p == MAP_FAILED)
+		return;
+	/* the munmap returns once the reader has read its UNMAP: it polls anew */
+	if (e->events_running && ksmu_tracker_register(&e->tracker, (uintptr_t)p, KSMU_PAGE_SIZE))
+		pr_debug("reader kick: register failed");
+	munmap(p, KSMU_PAGE_SIZE);
+}
+
+void ksmu_engine_queue_cow(struct ksmu_engine *e, uintptr_t addr, bool user)
+{
+	struct ksmu_uffd_event ev = {KSMU_UFFD_COW, addr, addr + KSMU_PAGE_SIZE, user ? 1 : 0};
+
+	pthread_mutex_lock(&evq.lock);
+	if (evq.n < EVENT_QUEUE) {
+		evq.q[evq.n] = ev;
+		__atomic_store_n(&evq.n, evq.n + 1, __ATOMIC_RELEASE);
+	} else {
+		__atomic_store_n(&evq.lost, true, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&evq.lock);
+	/* as the reader does: the holder of the lock applies before it lets go */
+	if (pthread_mutex_trylock(&e->lock))
+		return;
+	if (e->thread_running) {
+		__atomic_store_n(&e->events_wake, true, __ATOMIC_RELEASE);
+		pthread_cond_signal(&e->wake);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
 /* The merger's REMOVE descriptors, once it is set up with hooks (dedup.c). */
 static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
 {
@@ -1300,15 +1358,23 @@ static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
 	struct ksmu_uffd_event in[16];
-	struct pollfd pfd[3];
+	struct pollfd pfd[4];
 	bool merger_busy = false, pending;
 	int mfds[2];
 
 	for (;;) {
-		int r, j, nfd = 1;
+		/* cow_fd is opened by the scanner (cow.c) while this thread polls */
+		int r, j, k, nfd = 1, nown = 1, timeout;
+		int fds[2] = {e->tracker.fd, __atomic_load_n(&e->tracker.cow_fd, __ATOMIC_ACQUIRE)};
 
-		pfd[0].fd = e->tracker.fd;
+		pfd[0].fd = fds[0];
 		pfd[0].events = POLLIN;
+		if (fds[1] >= 0) {
+			pfd[nfd].fd = fds[1];
+			pfd[nfd].events = POLLIN;
+			nfd++;
+			nown++;
+		}
 		if (merger_fds_ready(e, mfds)) {
 			for (j = 0; j < 2; j++) {
 				if (mfds[j] < 0)
@@ -1320,8 +1386,9 @@ static void *events_main(void *arg)
 		}
 		pending = __atomic_load_n(&evq.n, __ATOMIC_ACQUIRE) ||
 			  __atomic_load_n(&evq.lost, __ATOMIC_ACQUIRE);
-		if (poll(pfd, (nfds_t)nfd, (pending || merger_busy) ? 1 : -1) < 0 &&
-		    errno != EINTR) {
+		/* (cow.c opens cow_fd, then makes an event here so that it is polled too) */
+		timeout = (pending || merger_busy) ? 1 : -1;
+		if (poll(pfd, (nfds_t)nfd, timeout) < 0 && errno != EINTR) {
 			pr_err("event reader: poll failed: %s", strerror(errno));
 			return NULL;
 		}
@@ -1331,12 +1398,17 @@ static void *events_main(void *arg)
 		 * are in the set (merge.c, ZAPS), evq.lock until its events
 		 * are queued (the ordering guarantee above).
 		 */
+		for (k = 0; k < nown; k++) {
+			int fd = fds[k];
+
+			if (k && !(pfd[k].revents & POLLIN))
+				continue;
 		for (;;) {
 			pthread_mutex_lock(&zap_lock);
 			pthread_mutex_lock(&evq.lock);
-			r = ksmu_tracker_read_events(&e->tracker, in, KSMU_ARRAY_SIZE(in));
+			r = ksmu_tracker_read_fd(fd, in, KSMU_ARRAY_SIZE(in));
 			for (j = 0; j < r; j++) {
-				if (event_now(e, &in[j]))
+				if (event_now(e, fd, &in[j]))
 					continue;
 				if (evq.n < EVENT_QUEUE) {
 					evq.q[evq.n] = in[j];
@@ -1355,9 +1427,10 @@ static void *events_main(void *arg)
 			if (r < (int)KSMU_ARRAY_SIZE(in))
 				break;
 		}
+		}
 		/* REMOVEs the merger's windows left behind (merge.c, ZAPS) */
 		merger_busy = false;
-		for (j = 1; j < nfd; j++)
+		for (j = nown; j < nfd; j++)
 			if ((pfd[j].revents & POLLIN) && ksmu_merger_drain(&e->merger) == -EBUSY)
 				merger_busy = true;
 		if (!__atomic_load_n(&evq.n, __ATOMIC_ACQUIRE) &&
@@ -1493,6 +1566,8 @@ static void atfork_child(void)
 	if (ksmu_pagemap_reopen(&e->pm))
 		e->pm.pid = getpid();
 	ksmu_tracker_close(&e->tracker);
+	ksmu_cow_atfork_child();
+	e->cow_child = true;
 	e->tracker.events = false;
 	e->tracker_mode = KSMU_TRACK_CHECKSUM;
 	for (r = ksmu_region_first(&e->regions); r; r = ksmu_region_next(r))

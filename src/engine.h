@@ -25,6 +25,7 @@
  * struct ksmu_knobs - the tunables, with /sys/kernel/mm/ksm names.
  * @dirty_tracker: ksmu knob, enum ksmu_dirty_tracker requested (0: best)
  * @dry_run:   ksmu knob: 1 = detect and estimate only (est_*), never merge
+ * @cow_policy: ksmu knob: 0 kernel COW, 1 user-space COW (cow.c)
  */
 struct ksmu_knobs {
 	unsigned long run;
@@ -37,6 +38,7 @@ struct ksmu_knobs {
 	unsigned long smart_scan;
 	unsigned long dirty_tracker;
 	unsigned long dry_run;
+	unsigned long cow_policy;
 };
 
 /**
@@ -160,6 +162,7 @@ struct ksmu_engine {
 	bool ever_merged;
 	int merger_hooked;
 	bool exiting;
+	bool cow_child;	       /* a forked child: cow_policy=1 is not started here */
 	bool merge_any;	       /* prctl(PR_SET_MEMORY_MERGE, 1): all anonymous memory */
 	uint64_t any_walk_ns;  /* when merge-any last looked for new mappings */
 	pthread_t events_thread;
@@ -259,6 +262,18 @@ uint64_t ksmu_engine_zap_gen(void);
 void ksmu_engine_zap_prune(const struct ksmu_range *keep, size_t n, uint64_t gen);
 /** (locked) Set bit i of @mask for each dropped page i of @n pages at @start. */
 void ksmu_engine_zap_test_locked(uintptr_t start, size_t n, uint64_t *mask);
+/**
+ * ksmu_engine_kick_reader() - make the event reader poll again (an event on
+ * the tracker it waits for: the UNMAP of a page of our own), after a
+ * descriptor it must poll was opened.  Not from the reader.
+ */
+void ksmu_engine_kick_reader(struct ksmu_engine *e);
+/**
+ * ksmu_engine_queue_cow() - the copy worker (cow.c) gave the page at @addr
+ * a private copy: anonymous (@user) or the kernel's; the engine updates its
+ * records when it next applies events.  Any thread but the reader.
+ */
+void ksmu_engine_queue_cow(struct ksmu_engine *e, uintptr_t addr, bool user);
 /** Switch the tracker for all regions (dirty_tracker knob); lock held. */
 int ksmu_engine_set_tracker(struct ksmu_engine *e, int mode);
 

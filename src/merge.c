@@ -178,6 +178,16 @@ static void window_exit(void)
 	atomic_fetch_sub(&windows_open, 1);
 }
 
+void ksmu_merge_window_enter(void)
+{
+	window_enter();
+}
+
+void ksmu_merge_window_exit(void)
+{
+	window_exit();
+}
+
 /* Seq_cst; pairs with the increment/load in window_enter(). */
 void ksmu_merge_exclude_begin(void)
 {
@@ -459,7 +469,7 @@ int ksmu_merger_drain(struct ksmu_merger *m)
 #define SETTLE_TRIES 2000
 
 /*
- * Wait until the tracker has no unread event, then collect the pages of
+ * Wait until the tracker (and the store descriptor) has no unread event, then collect the pages of
  * the run it reported dropped (ZAPS).  @probe: any address range not
  * registered with the tracker.  Return: 0, or -EBUSY if it did not settle.
  */
@@ -474,7 +484,9 @@ static int settle(struct ksmu_merger *m, uintptr_t probe, uintptr_t run, size_t 
 		memset(&wp, 0, sizeof(wp));
 		wp.range.start = probe;
 		wp.range.len = KSMU_PAGE_SIZE;
-		if (ioctl(m->hooks->tracker_fd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN) {
+		if ((ioctl(m->hooks->tracker_fd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN) ||
+		    (m->hooks->store_fd != m->hooks->tracker_fd && m->hooks->store_fd >= 0 &&
+		     ioctl(m->hooks->store_fd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN)) {
 			if (tries < SETTLE_TRIES)
 				sched_yield();
 			else if (forever)
@@ -817,7 +829,7 @@ static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int
 			/* mremap() unmaps the destination first: is the run still there? */
 			*gone = msync((void *)addr, len, MS_ASYNC) < 0 && errno == ENOMEM;
 		}
-		uffd_unregister(m->hooks->tracker_fd, (uintptr_t)s, len);
+		uffd_unregister(m->hooks->store_fd, (uintptr_t)s, len);
 	}
 	syscall(SYS_munmap, s, len);
 	return err;
@@ -1253,14 +1265,14 @@ static int store_vma_text(uintptr_t addr, uintptr_t *end)
  * the rest), -EINVAL if it is not or nothing is mapped there, -ENOTTY if the
  * kernel cannot answer (before 6.11), other -errno.
  */
-static int memfd_vma_query(struct ksmu_merger *m, uintptr_t addr, struct procmap_query *q)
+static int memfd_vma_query_fd(int *maps_fd, uintptr_t addr, struct procmap_query *q)
 {
 	const uint64_t rw = PROCMAP_QUERY_VMA_READABLE | PROCMAP_QUERY_VMA_WRITABLE;
 	char name[256];
 
-	if (m->maps_fd < 0) {
-		m->maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-		if (m->maps_fd < 0)
+	if (*maps_fd < 0) {
+		*maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+		if (*maps_fd < 0)
 			return -errno;
 	}
 	memset(q, 0, sizeof(*q));
@@ -1268,7 +1280,7 @@ static int memfd_vma_query(struct ksmu_merger *m, uintptr_t addr, struct procmap
 	q->query_addr = addr;
 	q->vma_name_addr = (uintptr_t)name;
 	q->vma_name_size = sizeof(name);
-	if (ioctl(m->maps_fd, PROCMAP_QUERY, q) < 0) {
+	if (ioctl(*maps_fd, PROCMAP_QUERY, q) < 0) {
 		if (errno == ENOENT)
 			return -EINVAL; /* nothing mapped at @addr */
 		if (errno == ENOTTY || errno == EINVAL || errno == ENAMETOOLONG)
@@ -1280,6 +1292,21 @@ static int memfd_vma_query(struct ksmu_merger *m, uintptr_t addr, struct procmap
 	    strncmp(name, MEMFD_PREFIX, sizeof(MEMFD_PREFIX) - 1))
 		return -EINVAL;
 	return 0;
+}
+
+static int memfd_vma_query(struct ksmu_merger *m, uintptr_t addr, struct procmap_query *q)
+{
+	return memfd_vma_query_fd(&m->maps_fd, addr, q);
+}
+
+int ksmu_merge_memfd_vma(int *maps_fd, uintptr_t addr, size_t len)
+{
+	struct procmap_query q;
+	int err = memfd_vma_query_fd(maps_fd, addr, &q);
+
+	if (err)
+		return err;
+	return q.vma_end < addr + len ? -EINVAL : 0;
 }
 
 /*

@@ -99,6 +99,9 @@ struct ksmu_merge_stats {
  *              @start was dropped and not faulted back since
  * @zap_del:    (locked) [start, end) is no longer dropped (the window put
  *              zeros there)
+ * @store_fd:   the userfaultfd that holds store mappings: @tracker_fd, or
+ *              a synchronous-WP one (cow_policy=1, cow.c); windows wait for
+ *              it to settle too, and staged mappings are unregistered there
  * @disarm:     unregister [addr, addr + len) from the tracker; an unmerge
  *              window with ABSENT_IS_ZERO calls it right before it registers
  *              the range itself, so that the two registrations are as close
@@ -107,6 +110,7 @@ struct ksmu_merge_stats {
 struct ksmu_merge_hooks {
 	void *arg;
 	int tracker_fd;
+	int store_fd;
 	int (*arm)(void *arg, uintptr_t addr, size_t len);
 	void (*zap_lock)(void *arg, bool on);
 	void (*zap_add)(void *arg, uintptr_t start, uintptr_t end);
@@ -384,6 +388,19 @@ int ksmu_merge_store_page_at(struct ksmu_merger *m, uintptr_t addr, uint64_t *in
  * at most the length of a window.
  */
 void ksmu_merge_exclude_begin(void);
+/**
+ * ksmu_merge_window_enter() / ksmu_merge_window_exit() - open a window of
+ * one's own (cow.c): fork() and ksmu_merge_exclude_begin() wait for it.
+ */
+void ksmu_merge_window_enter(void);
+void ksmu_merge_window_exit(void);
+/**
+ * ksmu_merge_memfd_vma() - is [addr, addr+len) inside one read-write,
+ * private, non-executable memfd VMA (PROCMAP_QUERY on *@maps_fd, opened on
+ * first use)?  Allocates nothing.  Return: 0; -EINVAL no; -ENOTTY the
+ * kernel cannot tell (before 6.11); -errno.
+ */
+int ksmu_merge_memfd_vma(int *maps_fd, uintptr_t addr, size_t len);
 
 /** ksmu_merge_exclude_end() - let merge windows open again. */
 void ksmu_merge_exclude_end(void);

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cow.h"
 #include "engine.h"
 #include "parse.h"
 #include "probe.h"
@@ -64,6 +65,7 @@ static const struct knob_desc knob_table[] = {
     {"dirty_tracker", RULE_TRACKER, offsetof(struct ksmu_knobs, dirty_tracker),
      offsetof(struct ksmu_stats, dirty_tracker), true},
     KNOB(dry_run, RULE_BOOL, true),
+    KNOB(cow_policy, RULE_BOOL, false),
     STAT(pages_shared),
     STAT(pages_sharing),
     STAT(pages_unshared),
@@ -90,6 +92,7 @@ void ksmu_knobs_default(struct ksmu_knobs *k)
 	k->smart_scan = 1;
 	k->dirty_tracker = 0;
 	k->dry_run = 0;
+	k->cow_policy = 0;
 }
 
 /* Store references held: merged pages, zero pages and copies in store mappings. */
@@ -169,6 +172,9 @@ int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
 	if (*slot == value)
 		return 0;
 	if (d->busy_if_shared && pages_shared(e))
+		return -EBUSY;
+	/* Store mappings stay on the descriptor they were registered with. */
+	if (d->knob_off == offsetof(struct ksmu_knobs, cow_policy) && e->merger_state > 0)
 		return -EBUSY;
 	if (d->rule == RULE_TRACKER) {
 		ret = ksmu_engine_set_tracker(e, (int)value);
@@ -299,6 +305,16 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->pages_adopted = e->dd.adopted;
 	s->zap_ranges = ksmu_engine_zap_count();
 	s->reader_cpu_ns = ksmu_engine_reader_cpu_ns(e);
+	s->cow_policy = e->knobs.cow_policy;
+	{
+		struct ksmu_cow_stats cs;
+
+		ksmu_cow_stats(&cs);
+		s->cow_user = cs.user;
+		s->cow_user_ns = cs.ns;
+		s->cow_user_ns_max = cs.ns_max;
+		s->cow_kernel = cs.kernel;
+	}
 }
 
 int ksmu_knobs_from_env(struct ksmu_engine *e)

@@ -179,12 +179,18 @@ int ksmu_pagemap_present(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
 
 int ksmu_pagemap_present_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
 				 size_t max_pages, struct ksmu_pm_run *runs, size_t max_runs,
-				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end)
+				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end,
+				 bool skip_sync)
 {
 	struct page_region *vec = pm->vec;
 	struct pm_scan_arg arg = {
 	    .size = sizeof(arg),
-	    .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+	    /*
+	     * skip_sync: VMAs that are not async-WP (cow_policy=1's store
+	     * mappings, cow.c) are skipped silently instead of failing the
+	     * walk with EPERM; their pages are reported absent.
+	     */
+	    .flags = PM_SCAN_WP_MATCHING | (skip_sync ? 0 : PM_SCAN_CHECK_WPASYNC),
 	    .start = start,
 	    .end = end,
 	    .vec = (uintptr_t)vec,

@@ -59,7 +59,8 @@ int ksmu_pagemap_present(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end
  */
 int ksmu_pagemap_present_written(struct ksmu_pagemap *pm, uintptr_t start, uintptr_t end,
 				 size_t max_pages, struct ksmu_pm_run *runs, size_t max_runs,
-				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end);
+				 struct ksmu_pm_run *wruns, size_t *nw, uintptr_t *walk_end,
+				 bool skip_sync);
 
 
 /** ksmu_pagemap_is_present() - 1 if the page at @addr is present, 0 if not, -errno. */

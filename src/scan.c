@@ -523,7 +523,13 @@ static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 				 * page (a report without a write: new registration).
 				 * Copies cannot be merged again (dedup.c): skipped.
 				 */
-				if (written && (f & (KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)) &&
+				/*
+				 * (cow_policy=1: the walk skips store mappings; a
+				 * MAPPED page it reports is an anonymous copy of
+				 * cow.c whose event comes next: nothing to do.)
+				 */
+				if (written && !e->tracker.cow &&
+				    (f & (KSMU_ITEM_STABLE | KSMU_ITEM_ZERO)) &&
 				    ksmu_pagemap_maps_file(&e->pm, a) != 1) {
 					item_detach(e, it);
 					e->dd.cow_breaks++;
@@ -583,7 +589,7 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 		if (r->wp_tracked) {
 			n = ksmu_pagemap_present_written(&e->pm, from, r->end, budget - examined,
 							 e->runs, SCAN_MAX_RUNS, e->wruns, &nw,
-							 &walk_end);
+							 &walk_end, e->tracker.cow);
 			if (n == -EPERM) {
 				/*
 				 * The walk may have re-protected written pages before it

@@ -34,6 +34,13 @@
  *   MADV_DONTNEED, or a swap-out) into a fault message that the reader
  *   thread resolves (zeros after a DONTNEED, the store page otherwise).
  *
+ *   cow_policy=1 (cow.c) needs a write to a merged page to stop in user
+ *   space, which an async-WP descriptor never does (WP_ASYNC is per
+ *   descriptor).  The store mappings then go to a second descriptor,
+ *   @cow_fd: the same events and MINOR, synchronous WP.  Every call that
+ *   registers, unregisters or resolves a store mapping takes the store's
+ *   descriptor (ksmu_tracker_store_fd()); anonymous memory stays on @fd.
+ *
  * LOCKING / THREADS
  *   Register/unregister are called with the engine lock held;
  *   ksmu_tracker_read_events() is called by the reader thread, lock-free.
@@ -68,6 +75,8 @@ int ksmu_tracker_open(struct ksmu_tracker *t, bool events)
 	t->features = 0;
 	t->events = false;
 	t->minor = false;
+	t->cow_fd = -1;
+	t->cow = false;
 	/*
 	 * MINOR faults must be answered by a reader: only with events (which
 	 * imply a reader thread), and only on a descriptor that also catches
@@ -89,14 +98,40 @@ int ksmu_tracker_open(struct ksmu_tracker *t, bool events)
 	return 0;
 }
 
+int ksmu_tracker_open_cow(struct ksmu_tracker *t)
+{
+	const uint64_t need = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	uint64_t got = 0;
+	int fd;
+
+	if (!t->minor || !t->events)
+		return -EOPNOTSUPP;
+	if (t->cow_fd >= 0)
+		return 0;
+	fd = ksmu_probe_uffd_open_kernel_faults(need | EVENT_FEATURES, &got);
+	if (fd < 0)
+		return fd;
+	if ((got & (need | EVENT_FEATURES)) != (need | EVENT_FEATURES)) {
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	t->cow_fd = fd;
+	return 0;
+}
+
 int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev, size_t max)
+{
+	return ksmu_tracker_read_fd(t->fd, ev, max);
+}
+
+int ksmu_tracker_read_fd(int fd, struct ksmu_uffd_event *ev, size_t max)
 {
 	struct uffd_msg msg[16];
 	size_t n = 0;
 	ssize_t got;
 	size_t i;
 
-	got = read(t->fd, msg, sizeof(msg[0]) * KSMU_MIN(max, KSMU_ARRAY_SIZE(msg)));
+	got = read(fd, msg, sizeof(msg[0]) * KSMU_MIN(max, KSMU_ARRAY_SIZE(msg)));
 	if (got < 0)
 		return errno == EAGAIN ? 0 : -errno;
 	for (i = 0; i < (size_t)got / sizeof(msg[0]); i++) {
@@ -120,7 +155,7 @@ int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev,
 			n++;
 			break;
 		case UFFD_EVENT_PAGEFAULT:
-			/* Only MINOR ranges fault synchronously on this descriptor. */
+			/* MINOR (store mappings); on @cow_fd also WP and MISSING (cow.c) */
 			ev[n].kind = KSMU_UFFD_FAULT;
 			ev[n].start = m->arg.pagefault.address & ~(uint64_t)(KSMU_PAGE_SIZE - 1);
 			ev[n].end = ev[n].start + KSMU_PAGE_SIZE;
@@ -138,42 +173,48 @@ void ksmu_tracker_close(struct ksmu_tracker *t)
 {
 	if (t->fd >= 0)
 		close(t->fd);
+	if (t->cow_fd >= 0)
+		close(t->cow_fd);
 	t->fd = -1;
+	t->cow_fd = -1;
+	t->cow = false;
 }
 
-static int register_mode(struct ksmu_tracker *t, uintptr_t start, size_t len, uint64_t mode)
+static int register_mode(int fd, uintptr_t start, size_t len, uint64_t mode)
 {
 	struct uffdio_register reg;
 
-	if (t->fd < 0)
+	if (fd < 0)
 		return -EBADF;
 	memset(&reg, 0, sizeof(reg));
 	reg.range.start = start;
 	reg.range.len = len;
 	reg.mode = mode;
-	if (ioctl(t->fd, UFFDIO_REGISTER, &reg) < 0)
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
 		return -errno;
 	return 0;
 }
 
 int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len)
 {
-	return register_mode(t, start, len, UFFDIO_REGISTER_MODE_WP);
+	return register_mode(t->fd, start, len, UFFDIO_REGISTER_MODE_WP);
 }
 
 int ksmu_tracker_register_store(struct ksmu_tracker *t, uintptr_t start, size_t len)
 {
 	struct uffdio_writeprotect wp;
+	int fd = ksmu_tracker_store_fd(t);
 	int ret, tries;
 
 	if (!t->minor)
 		return -EOPNOTSUPP;
-	ret = register_mode(t, start, len, UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR);
+	ret = register_mode(fd, start, len, UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR);
 	if (ret)
 		return ret;
 	/*
 	 * Protect now, so that the next pass reports exactly the pages written
-	 * (copied by the kernel) since the merge, not every fresh page.
+	 * (copied by the kernel) since the merge, not every fresh page; on
+	 * @cow_fd so that the first write stops in user space (cow.c).
 	 */
 	memset(&wp, 0, sizeof(wp));
 	wp.range.start = start;
@@ -183,7 +224,7 @@ int ksmu_tracker_register_store(struct ksmu_tracker *t, uintptr_t start, size_t 
 	 * EAGAIN: an event (an application munmap, madvise...) is waiting to
 	 * be read; the reader thread reads it without any lock we hold.
 	 */
-	for (tries = 0; ioctl(t->fd, UFFDIO_WRITEPROTECT, &wp) < 0; tries++) {
+	for (tries = 0; ioctl(fd, UFFDIO_WRITEPROTECT, &wp) < 0; tries++) {
 		if (errno != EAGAIN || tries >= 10000)
 			return -errno;
 		sched_yield();
@@ -191,9 +232,11 @@ int ksmu_tracker_register_store(struct ksmu_tracker *t, uintptr_t start, size_t 
 	return 0;
 }
 
-int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero)
+int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, int fd, uintptr_t addr, bool zero)
 {
 	static const uint8_t zeros[KSMU_PAGE_SIZE] __attribute__((aligned(4096)));
+	/* On @cow_fd the page stays write-protected: its next write stops too. */
+	const bool wp = t->cow_fd >= 0 && fd == t->cow_fd;
 	int err;
 
 	if (zero) {
@@ -207,7 +250,8 @@ int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero
 		cp.dst = addr;
 		cp.src = (uintptr_t)zeros;
 		cp.len = KSMU_PAGE_SIZE;
-		if (ioctl(t->fd, UFFDIO_COPY, &cp) == 0)
+		cp.mode = wp ? UFFDIO_COPY_MODE_WP : 0;
+		if (ioctl(fd, UFFDIO_COPY, &cp) == 0)
 			return 0;
 	} else {
 		struct uffdio_continue co;
@@ -215,7 +259,8 @@ int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero
 		memset(&co, 0, sizeof(co));
 		co.range.start = addr;
 		co.range.len = KSMU_PAGE_SIZE;
-		if (ioctl(t->fd, UFFDIO_CONTINUE, &co) == 0)
+		co.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0;
+		if (ioctl(fd, UFFDIO_CONTINUE, &co) == 0)
 			return 0;
 	}
 	/*
@@ -226,9 +271,21 @@ int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero
 	{
 		struct uffdio_range range = {.start = addr, .len = KSMU_PAGE_SIZE};
 
-		ioctl(t->fd, UFFDIO_WAKE, &range);
+		ioctl(fd, UFFDIO_WAKE, &range);
 	}
 	return err;
+}
+
+int ksmu_tracker_unregister_store(struct ksmu_tracker *t, uintptr_t start, size_t len)
+{
+	struct uffdio_range range = {.start = start, .len = len};
+	int fd = ksmu_tracker_store_fd(t);
+
+	if (fd < 0)
+		return -EBADF;
+	if (ioctl(fd, UFFDIO_UNREGISTER, &range) < 0)
+		return -errno;
+	return 0;
 }
 
 int ksmu_tracker_unregister(struct ksmu_tracker *t, uintptr_t start, size_t len)

@@ -16,12 +16,19 @@
  * @events:   remove/unmap/remap events were enabled: somebody must read
  *            them, or the application's munmap()/madvise()/mremap() of a
  *            registered range blocks
+ * @minor:    store mappings can be registered MINOR (zeros after a drop)
+ * @cow_fd:   cow_policy=1 (cow.c): a second userfaultfd, synchronous
+ *            write-protect, that holds the store mappings instead of @fd
+ *            (same events, MINOR too); -1 when not open
+ * @cow:      store mappings go to @cow_fd (fixed before the first merge)
  */
 struct ksmu_tracker {
 	int fd;
 	uint64_t features;
 	bool events;
 	bool minor;
+	int cow_fd;
+	bool cow;
 };
 
 /** What happened to registered memory (decoded from struct uffd_msg). */
@@ -30,6 +37,7 @@ enum ksmu_uffd_event_kind {
 	KSMU_UFFD_UNMAP,      /* munmap(): [start, end) gone */
 	KSMU_UFFD_REMAP,      /* mremap(): [start, end) moved to @to */
 	KSMU_UFFD_FAULT,      /* MINOR fault on the page at @start (@to: UFFD_PAGEFAULT_FLAG_*) */
+	KSMU_UFFD_COW,	      /* cow.c: the page at @start got a private copy (@to: 1 anonymous, 0 the kernel's) */
 };
 
 struct ksmu_uffd_event {
@@ -50,6 +58,21 @@ int ksmu_tracker_open(struct ksmu_tracker *t, bool events);
  * Return: number of events stored in @ev (0 if none), or -errno.
  */
 int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev, size_t max);
+/** As ksmu_tracker_read_events(), from @fd (the tracker's or its @cow_fd). */
+int ksmu_tracker_read_fd(int fd, struct ksmu_uffd_event *ev, size_t max);
+/**
+ * ksmu_tracker_open_cow() - open @cow_fd: MINOR_SHMEM, WP_HUGETLBFS_SHMEM and
+ * the three events, no WP_ASYNC, kernel faults included.  Needs @minor.
+ * Does not set @cow.  Return: 0 or -errno (-EOPNOTSUPP: a feature missing).
+ */
+int ksmu_tracker_open_cow(struct ksmu_tracker *t);
+/** The descriptor that holds store mappings: @cow_fd if @cow, else @fd. */
+static inline int ksmu_tracker_store_fd(const struct ksmu_tracker *t)
+{
+	return t->cow ? t->cow_fd : t->fd;
+}
+/** Unregister a store mapping from ksmu_tracker_store_fd().  Return: 0 or -errno. */
+int ksmu_tracker_unregister_store(struct ksmu_tracker *t, uintptr_t start, size_t len);
 void ksmu_tracker_close(struct ksmu_tracker *t);
 /** Register [start, start+len) for async write-protect.  Return: 0 or -errno. */
 int ksmu_tracker_register(struct ksmu_tracker *t, uintptr_t start, size_t len);
@@ -63,7 +86,7 @@ int ksmu_tracker_register_store(struct ksmu_tracker *t, uintptr_t start, size_t 
  * page of zeros (@zero) or the store page itself (UFFDIO_CONTINUE); wakes
  * the faulting thread.  Return: 0 or -errno (the thread is woken anyway).
  */
-int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, uintptr_t addr, bool zero);
+int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, int fd, uintptr_t addr, bool zero);
 /** Unregister; pages keep their content.  Return: 0 or -errno. */
 int ksmu_tracker_unregister(struct ksmu_tracker *t, uintptr_t start, size_t len);
 

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/* Description: cow_policy=1 (src/cow.c).  A write to a merged page gives
+ * the writer an anonymous copy (not the kernel's copy inside the store
+ * mapping), which merges again once it duplicates something again, cycle
+ * after cycle, without the VMA count or the store growing; a write made by
+ * the kernel (read(2) into the page) works the same; an io_uring buffer
+ * registered over merged pages gets its own pages, the device's data lands
+ * there and those pages are never merged again while pinned; the knob is
+ * refused once merging has started; a forked child's writes stay its own.
+ * Proved with PFNs from /proc/self/pagemap and the VMAs of /proc/self/maps.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ksmu.h"
+#include "t_mem.h"
+#include "test.h"
+
+#define PG 4096UL
+#define N 64
+
+static struct ksmu_stats st(void)
+{
+	struct ksmu_stats s;
+
+	CHECK_RET("stats", ksmu_stats(&s), 0);
+	return s;
+}
+
+/* Page i holds template i % 8 (seeded). */
+static char *merged_region(size_t n, uint64_t seed)
+{
+	char *m = t_map_anon(n);
+
+	t_fill_pattern(m, n, seed, 8);
+	CHECK_RET("register", ksmu_register(m, n * PG), 0);
+	ksmu_scan_full();
+	return m;
+}
+
+static int vmas(void)
+{
+	return t_maps_in((void *)0, UINTPTR_MAX, NULL);
+}
+
+static bool anonymous_at(const void *p)
+{
+	int memfd = -1;
+
+	return t_maps_in(p, PG, &memfd) == 1 && memfd == 0;
+}
+
+static void test_knob(void)
+{
+	printf("-- the knob\n");
+	CHECK_RET("out of range", ksmu_set_tunable("cow_policy", 2), -EINVAL);
+	CHECK_RET("cow_policy=1 before the first merge", ksmu_set_tunable("cow_policy", 1), 0);
+}
+
+static void test_remerge(void)
+{
+	char *m = merged_region(N, 100);
+	unsigned char want[PG];
+	struct ksmu_stats s0, s1;
+	uint64_t pfn0 = t_pfn_of(m);
+	int v0 = -1, cycle, remerged = 0, private = 0, anon = 0;
+	uint64_t store0 = 0;
+
+	printf("-- write, private anonymous copy, merge again (20 cycles)\n");
+	CHECK("cow_policy 1 in effect", st().cow_policy == 1);
+	CHECK("merged", t_pfn_of(m + 16 * PG) == pfn0 && pfn0);
+	CHECK_RET("set after merging: refused", ksmu_set_tunable("cow_policy", 0), -EBUSY);
+	for (cycle = 0; cycle < 20; cycle++) {
+		s0 = st();
+		m[16 * PG + 100] ^= 0x5a; /* page 16 holds template 0, as 0, 8, 24 ... */
+		t_fill_page(want, 100);
+		want[100] ^= 0x5a;
+		s1 = st();
+		private += !memcmp(m + 16 * PG, want, PG) && t_pfn_of(m + 16 * PG) != pfn0 &&
+			   t_pfn_of(m + 8 * PG) == pfn0 && s1.cow_user == s0.cow_user + 1;
+		anon += anonymous_at(m + 16 * PG);
+		m[16 * PG + 100] ^= 0x5a; /* template content again: a duplicate */
+		ksmu_scan_full();
+		ksmu_scan_full();
+		remerged += t_pfn_of(m + 16 * PG) == pfn0;
+		if (cycle == 1) {
+			v0 = vmas();
+			store0 = st().store_pages;
+		}
+	}
+	printf("   %d of 20 writes got a private copy, %d in an anonymous VMA, %d re-merged; "
+	       "VMAs %d -> %d, store pages %llu -> %llu; cow waits %.1f us on average\n",
+	       private, anon, remerged, v0, vmas(), (unsigned long long)store0,
+	       (unsigned long long)st().store_pages,
+	       st().cow_user ? st().cow_user_ns / 1e3 / (double)st().cow_user : 0.0);
+	CHECK("every write got its private copy, the others kept the shared page",
+	      private == 20);
+	CHECK("the copy is anonymous memory, not the kernel's copy in the store mapping",
+	      anon == 20);
+	CHECK("the copy merged again every time", remerged == 20);
+	CHECK("VMAs do not grow with the cycles", vmas() <= v0);
+	CHECK("the store does not grow with the cycles", st().store_pages <= store0);
+	CHECK("no kernel copies", st().cow_kernel == 0 && st().cow_breaks == 0);
+	CHECK("content intact", t_verify_pattern(m, N, 100, 8) == 0);
+	CHECK_RET("unregister", ksmu_unregister(m, N * PG), 0);
+	CHECK("content after unmerge", t_verify_pattern(m, N, 100, 8) == 0);
+	munmap(m, N * PG);
+}
+
+/* A write the kernel makes for the process (copy_to_user) stops the same way. */
+static void test_kernel_write(void)
+{
+	char *m = merged_region(N, 200);
+	unsigned char data[PG];
+	uint64_t pfn0 = t_pfn_of(m);
+	int p[2];
+
+	printf("-- read(2) into a merged page\n");
+	CHECK("merged", t_pfn_of(m + 24 * PG) == pfn0 && pfn0);
+	t_fill_page(data, 4242);
+	CHECK("pipe", pipe(p) == 0);
+	CHECK("write to the pipe", write(p[1], data, PG) == (ssize_t)PG);
+	CHECK("read into the merged page", read(p[0], m + 24 * PG, PG) == (ssize_t)PG);
+	CHECK("the data landed", !memcmp(m + 24 * PG, data, PG));
+	CHECK("in a private anonymous page", anonymous_at(m + 24 * PG) &&
+						 t_pfn_of(m + 24 * PG) != pfn0);
+	CHECK("the others untouched", t_pfn_of(m + 8 * PG) == pfn0);
+	close(p[0]);
+	close(p[1]);
+	CHECK_RET("unregister", ksmu_unregister(m, N * PG), 0);
+	munmap(m, N * PG);
+}
+
+/*
+ * io_uring_register_buffers() over merged pages pins them for write: the
+ * pin's fault stops in user space too, so the pin lands on the anonymous
+ * copies, the device writes where the application reads, and the merge
+ * window's pin check keeps those pages out of merging.
+ */
+static void test_pin(void)
+{
+	char *m = merged_region(N, 300);
+	struct io_uring ring;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	struct iovec iov;
+	unsigned char data[PG], tmpl[PG];
+	char path[] = "/tmp/ksmu-merge-cow-XXXXXX";
+	uint64_t pfn0 = t_pfn_of(m), pfn_buf;
+	int ffd, err, k;
+
+	printf("-- io_uring buffer registered over merged pages\n");
+	if (io_uring_queue_init(4, &ring, 0) < 0) {
+		printf("   SKIP part: no io_uring\n");
+		goto out_unmap;
+	}
+	CHECK("merged", t_pfn_of(m + 32 * PG) == pfn0 && pfn0);
+	iov.iov_base = m + 32 * PG; /* templates 0..3 */
+	iov.iov_len = 4 * PG;
+	err = io_uring_register_buffers(&ring, &iov, 1);
+	CHECK_RET("register the buffer (a long-term pin for write)", err, 0);
+	if (err)
+		goto out_ring;
+	for (k = 0; k < 4; k++)
+		CHECK("the pinned pages are private and anonymous",
+		      t_pfn_of(m + (32 + k) * PG) != t_pfn_of(m + k * PG) &&
+			  anonymous_at(m + (32 + k) * PG));
+	CHECK("their content is kept", t_verify_pattern(m, N, 300, 8) == 0);
+	pfn_buf = t_pfn_of(m + 32 * PG);
+	for (k = 0; k < 3; k++)
+		ksmu_scan_full();
+	CHECK("a pinned duplicate is never merged again", t_pfn_of(m + 32 * PG) == pfn_buf);
+	CHECK("refusals counted", st().merge_busy >= 1);
+	t_fill_page(data, 9999);
+	ffd = mkstemp(path);
+	CHECK("temp file", ffd >= 0 && write(ffd, data, PG) == (ssize_t)PG);
+	unlink(path);
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_read_fixed(sqe, ffd, m + 33 * PG, PG, 0, 0);
+	CHECK("submit", io_uring_submit(&ring) == 1);
+	CHECK("wait", io_uring_wait_cqe(&ring, &cqe) == 0 && cqe->res == (int)PG);
+	io_uring_cqe_seen(&ring, cqe);
+	CHECK("the device's data landed where the application reads",
+	      !memcmp(m + 33 * PG, data, PG));
+	t_fill_page(tmpl, 300);
+	CHECK("the pinned page keeps its content", !memcmp(m + 32 * PG, tmpl, PG));
+	close(ffd);
+	io_uring_unregister_buffers(&ring);
+out_ring:
+	io_uring_queue_exit(&ring);
+	CHECK_RET("unregister", ksmu_unregister(m, N * PG), 0);
+out_unmap:
+	munmap(m, N * PG);
+}
+
+static void test_fork(void)
+{
+	char *m = merged_region(N, 400);
+	uint64_t pfn0 = t_pfn_of(m);
+	pid_t pid;
+	int status = -1;
+
+	printf("-- fork: the child's writes stay its own\n");
+	CHECK("merged", t_pfn_of(m + 8 * PG) == pfn0 && pfn0);
+	pid = fork();
+	if (pid == 0) {
+		int bad = t_verify_pattern(m, N, 400, 8);
+
+		m[8 * PG] ^= 1; /* the child's kernel policy copies it */
+		bad += m[16 * PG] != (char)(m[8 * PG] ^ 1);
+		_exit(bad ? 1 : 0);
+	}
+	CHECK("fork", pid > 0);
+	CHECK("waitpid", waitpid(pid, &status, 0) == pid);
+	CHECK("the child saw correct memory and wrote its own page",
+	      WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK("the parent's memory is unchanged", t_verify_pattern(m, N, 400, 8) == 0);
+	m[16 * PG] ^= 1; /* the parent's copy: anonymous */
+	CHECK("the parent's write", anonymous_at(m + 16 * PG) && m[16 * PG] != m[8 * PG]);
+	m[16 * PG] ^= 1;
+	CHECK_RET("unregister", ksmu_unregister(m, N * PG), 0);
+	CHECK("content after unmerge", t_verify_pattern(m, N, 400, 8) == 0);
+	munmap(m, N * PG);
+}
+
+int main(void)
+{
+	struct ksmu_stats s;
+
+	CHECK_RET("run 0", ksmu_set_run(0), 0);
+	s = st();
+	if (!s.merging) {
+		printf("SKIP: merging unavailable here\n");
+		return T_EXIT_SKIP;
+	}
+	if (!t_pfn_of(&s)) {
+		printf("SKIP: PFNs hidden in /proc/self/pagemap (not root)\n");
+		return T_EXIT_SKIP;
+	}
+	test_knob();
+	{
+		/* the policy starts with the first merge; a kernel without it keeps 0 */
+		char *m = merged_region(16, 1);
+		bool on = st().cow_policy == 1;
+
+		ksmu_unregister(m, 16 * PG);
+		munmap(m, 16 * PG);
+		if (!on) {
+			printf("SKIP: cow_policy=1 unavailable (needs WP on shmem, "
+			       "UFFDIO_CONTINUE_MODE_WP, PROCMAP_QUERY)\n");
+			return T_EXIT_SKIP;
+		}
+	}
+	test_remerge();
+	test_kernel_write();
+	test_pin();
+	test_fork();
+	return t_exit();
+}
