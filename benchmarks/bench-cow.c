@@ -13,6 +13,12 @@
  *               write copies the store page (COW of a private file page).
  *   ksmu_run    (b') the same content merged by ksmu_merge_run() in runs of
  *               KSMU_MERGE_MAX_RUN into N store pages (one VMA in all).
+ *   ksmu_engine (e) pages merged by the engine (ksmu_register(), scan
+ *               passes) with cow_policy=0: the kernel copies, as in (b).
+ *   ksmu_user   (f) the same with cow_policy=1: the write stops in user
+ *               space and ksmu's copy worker gives the page an anonymous
+ *               copy that can merge again (src/cow.c).  (e) and (f) run in
+ *               forked children: the policy is fixed per process.
  *   anon        (c) plain private anonymous pages already present: no fault,
  *               the baseline.
  *   anon_first  (d) untouched anonymous pages: the first-touch fault
@@ -49,10 +55,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench-common.h"
+#include "ksmu.h"
 #include "merge.h"
 
 #define PG 4096UL
@@ -60,8 +68,9 @@
 
 const char bench_prog[] = "bench-cow";
 
-enum kind { K_KSM, K_KSMU, K_KSMU_RUN, K_ANON, K_ANON_FIRST, K_NR };
-static const char *const kind_name[K_NR] = {"ksm", "ksmu", "ksmu_run", "anon", "anon_first"};
+enum kind { K_KSM, K_KSMU, K_KSMU_RUN, K_ENGINE, K_USER, K_ANON, K_ANON_FIRST, K_NR };
+static const char *const kind_name[K_NR] = {"ksm",	   "ksmu", "ksmu_run",	 "ksmu_engine",
+					    "ksmu_user", "anon", "anon_first"};
 
 /*
  * struct result - latencies of one kind.
@@ -303,6 +312,66 @@ out_merger:
 	ksmu_merger_destroy(&m);
 }
 
+/* (e), (f): in a child, whose engine takes the policy at its first merge. */
+static void run_engine(size_t n, const unsigned char *content, int policy, uint64_t *lat,
+		       struct result *res)
+{
+	int pfd[2];
+	pid_t pid;
+
+	if (pipe(pfd) < 0) {
+		snprintf(res->note, sizeof(res->note), "pipe: %s", strerror(errno));
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct ksmu_stats s0, s1;
+		struct result r;
+		char *p;
+		int k;
+
+		memset(&r, 0, sizeof(r));
+		close(pfd[0]);
+		p = map_filled(n, content);
+		if (!p || ksmu_set_run(0) || ksmu_set_tunable("cow_policy", (unsigned long)policy) ||
+		    ksmu_set_tunable("max_page_sharing", 1u << 20) || ksmu_stats(&s0) ||
+		    ksmu_register(p, n * PG)) {
+			snprintf(r.note, sizeof(r.note), "skipped: engine set-up failed");
+		} else {
+			for (k = 0; k < 3; k++)
+				ksmu_scan_full();
+			ksmu_stats(&s1);
+			if (s1.cow_policy != (uint64_t)policy)
+				snprintf(r.note, sizeof(r.note), "skipped: cow_policy=%d unavailable",
+					 policy);
+			else if (s1.pages_sharing + 1 < n)
+				snprintf(r.note, sizeof(r.note), "only %llu of %zu pages merged",
+					 (unsigned long long)(s1.pages_sharing + 1), n);
+			if (s1.cow_policy == (uint64_t)policy) {
+				time_writes(p, n, lat, &r);
+				if (!content_ok(p, n, content))
+					snprintf(r.note, sizeof(r.note), "CONTENT WRONG after writes");
+				ksmu_stats(&s1);
+				if (policy && s1.cow_user < n)
+					snprintf(r.note, sizeof(r.note),
+						 "only %llu anonymous copies",
+						 (unsigned long long)s1.cow_user);
+			}
+		}
+		if (write(pfd[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
+			_exit(1);
+		_exit(0);
+	}
+	close(pfd[1]);
+	if (pid < 0 || read(pfd[0], res, sizeof(*res)) != (ssize_t)sizeof(*res)) {
+		memset(res, 0, sizeof(*res));
+		snprintf(res->note, sizeof(res->note), "child failed");
+	}
+	close(pfd[0]);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
 static void run_anon(size_t n, const unsigned char *content, bool present, uint64_t *lat,
 		     struct result *res)
 {
@@ -346,7 +415,7 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0}};
 	struct result res[K_NR];
 	unsigned char content[PG];
-	char line[1024], ratio[64];
+	char line[1400], ratio[96];
 	size_t n = 4096, i;
 	bool quick = false, ksm = true, force_ksm = false;
 	uint64_t *lat, clk;
@@ -409,18 +478,20 @@ int main(int argc, char **argv)
 		snprintf(res[K_KSM].note, sizeof(res[K_KSM].note), "skipped (--no-ksm/--quick)");
 	run_ksmu(n, content, false, lat, &res[K_KSMU]);
 	run_ksmu(n, content, true, lat, &res[K_KSMU_RUN]);
+	run_engine(n, content, 0, lat, &res[K_ENGINE]);
+	run_engine(n, content, 1, lat, &res[K_USER]);
 	run_anon(n, content, true, lat, &res[K_ANON]);
 	run_anon(n, content, false, lat, &res[K_ANON_FIRST]);
 
 	printf("\nfirst write to each of %zu pages, ns (clock_gettime pair: %" PRIu64 " ns)\n", n,
 	       clk);
-	printf("%-11s %9s %9s %9s  %s\n", "kind", "p50", "p99", "mean", "");
+	printf("%-12s %9s %9s %9s  %s\n", "kind", "p50", "p99", "mean", "");
 	for (i = 0; i < K_NR; i++) {
 		if (res[i].ok)
-			printf("%-11s %9" PRIu64 " %9" PRIu64 " %9.0f  %s\n", kind_name[i],
+			printf("%-12s %9" PRIu64 " %9" PRIu64 " %9.0f  %s\n", kind_name[i],
 			       res[i].p50, res[i].p99, res[i].mean, res[i].note);
 		else
-			printf("%-11s %9s %9s %9s  %s\n", kind_name[i], "-", "-", "-", res[i].note);
+			printf("%-12s %9s %9s %9s  %s\n", kind_name[i], "-", "-", "-", res[i].note);
 	}
 	if (res[K_KSM].ok && res[K_KSMU].ok) {
 		printf("ratio ksmu/ksm: p50 %.2f, p99 %.2f, mean %.2f\n",
@@ -432,6 +503,16 @@ int main(int argc, char **argv)
 			 res[K_KSMU].mean / res[K_KSM].mean);
 	} else {
 		snprintf(ratio, sizeof(ratio), " ratio_p50=na ratio_mean=na");
+	}
+	if (res[K_KSM].ok && res[K_USER].ok) {
+		size_t used = strlen(ratio);
+
+		printf("ratio ksmu_user/ksm (cow_policy=1): p50 %.2f, p99 %.2f, mean %.2f\n",
+		       (double)res[K_USER].p50 / (double)res[K_KSM].p50,
+		       (double)res[K_USER].p99 / (double)res[K_KSM].p99,
+		       res[K_USER].mean / res[K_KSM].mean);
+		snprintf(ratio + used, sizeof(ratio) - used, " user_ratio_p50=%.2f",
+			 (double)res[K_USER].p50 / (double)res[K_KSM].p50);
 	}
 
 	snprintf(line, sizeof(line), "RESULT bench=cow pages=%zu clock_ns=%" PRIu64, n, clk);
