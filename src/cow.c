@@ -415,8 +415,8 @@ void ksmu_cow_request(struct ksmu_engine *e, uintptr_t addr)
 		pthread_cond_signal(&cow.cond);
 	}
 	pthread_mutex_unlock(&cow.lock);
-	if (!queued)
-		wake(e->tracker.cow_fd, addr); /* it faults again, and asks again */
+	if (!queued) /* it faults again, and asks again */
+		wake(__atomic_load_n(&e->tracker.cow_fd, __ATOMIC_ACQUIRE), addr);
 }
 
 void ksmu_cow_note_remove_locked(uintptr_t start, uintptr_t end)

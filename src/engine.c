@@ -1191,9 +1191,8 @@ static bool zap_has_locked(uintptr_t addr)
  * engine lock, with zap_lock held since the read.  Return: true if nothing
  * is left to apply.
  */
-static bool event_now(struct ksmu_engine *e, int fd, const struct ksmu_uffd_event *ev)
+static bool event_now(struct ksmu_engine *e, int fd, bool on_cow, const struct ksmu_uffd_event *ev)
 {
-	const bool on_cow = fd == e->tracker.cow_fd;
 	/* the merger is initialised (memset included) before merger_hooked is set */
 	uintptr_t staging = __atomic_load_n(&e->merger_hooked, __ATOMIC_ACQUIRE)
 				? __atomic_load_n(&e->merger.staging, __ATOMIC_SEQ_CST)
@@ -1408,7 +1407,7 @@ static void *events_main(void *arg)
 			pthread_mutex_lock(&evq.lock);
 			r = ksmu_tracker_read_fd(fd, in, KSMU_ARRAY_SIZE(in));
 			for (j = 0; j < r; j++) {
-				if (event_now(e, fd, &in[j]))
+				if (event_now(e, fd, k == 1, &in[j]))
 					continue;
 				if (evq.n < EVENT_QUEUE) {
 					evq.q[evq.n] = in[j];

@@ -115,7 +115,7 @@ int ksmu_tracker_open_cow(struct ksmu_tracker *t)
 		close(fd);
 		return -EOPNOTSUPP;
 	}
-	t->cow_fd = fd;
+	__atomic_store_n(&t->cow_fd, fd, __ATOMIC_RELEASE); /* the reader polls it */
 	return 0;
 }
 
@@ -236,7 +236,8 @@ int ksmu_tracker_resolve_minor(struct ksmu_tracker *t, int fd, uintptr_t addr, b
 {
 	static const uint8_t zeros[KSMU_PAGE_SIZE] __attribute__((aligned(4096)));
 	/* On @cow_fd the page stays write-protected: its next write stops too. */
-	const bool wp = t->cow_fd >= 0 && fd == t->cow_fd;
+	const int cow_fd = __atomic_load_n(&t->cow_fd, __ATOMIC_ACQUIRE);
+	const bool wp = cow_fd >= 0 && fd == cow_fd;
 	int err;
 
 	if (zero) {
