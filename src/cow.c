@@ -186,7 +186,7 @@ static void clear_busy_locked(void)
 	cow.dropped = false;
 }
 
-/* Step 5.  Return: 0 or -errno (A gone: the application unmapped it). */
+/* Step 5.  Return: 0 or -errno (A gone: the application unmapped it; EEXIST). */
 static int fill(int fd, uintptr_t addr)
 {
 	struct uffdio_copy cp;
@@ -310,14 +310,12 @@ filled_late:
 	 */
 	cow_count_user(t0);
 	ksmu_engine_queue_cow(e, addr, true);
-	/* 5. */
-	if (fill(fd, addr)) {
-		/* A vanished under us (munmap): nothing to track, nobody to serve */
-		wake(fd, addr);
-		ksmu_merge_window_exit();
-		pthread_mutex_unlock(&cow.excl);
-		return 1;
-	}
+	/*
+	 * 5.  A failure means A vanished under us (munmap: ENOENT) or holds a
+	 * page already (EEXIST, which nothing but this thread can cause);
+	 * step 6 is right, or harmless, in every case.
+	 */
+	fill(fd, addr);
 	/* 6. */
 	{
 		struct uffdio_range r = {.start = addr, .len = KSMU_PAGE_SIZE};
@@ -425,6 +423,24 @@ void ksmu_cow_note_remove_locked(uintptr_t start, uintptr_t end)
 
 	if (b && start < b + KSMU_PAGE_SIZE && end > b)
 		cow.dropped = true;
+}
+
+bool ksmu_cow_filling(uintptr_t addr)
+{
+	return __atomic_load_n(&cow.busy, __ATOMIC_SEQ_CST) == addr;
+}
+
+void ksmu_cow_zero_missing(struct ksmu_engine *e, uintptr_t addr)
+{
+	struct uffdio_zeropage zp;
+
+	memset(&zp, 0, sizeof(zp));
+	zp.range.start = addr;
+	zp.range.len = KSMU_PAGE_SIZE;
+	/* EEXIST: filled meanwhile; any failure: the wake makes it fault again */
+	if (uffd_ioctl(__atomic_load_n(&e->tracker.cow_fd, __ATOMIC_ACQUIRE), UFFDIO_ZEROPAGE,
+		       &zp))
+		wake(__atomic_load_n(&e->tracker.cow_fd, __ATOMIC_ACQUIRE), addr);
 }
 
 bool ksmu_cow_own_event(int kind, uintptr_t start, uintptr_t end)

@@ -47,6 +47,10 @@ void ksmu_cow_stats(struct ksmu_cow_stats *out);
 void ksmu_cow_request(struct ksmu_engine *e, uintptr_t addr);
 /** [start, end) was dropped (a REMOVE read): note it if the worker copies a page of it. */
 void ksmu_cow_note_remove_locked(uintptr_t start, uintptr_t end);
+/** The worker is filling the empty page at @addr (a MISSING fault there waits for it). */
+bool ksmu_cow_filling(uintptr_t addr);
+/** A MISSING fault on an anonymous page of cow_fd nobody fills: map zeros (a dropped page). */
+void ksmu_cow_zero_missing(struct ksmu_engine *e, uintptr_t addr);
 /** The worker's own UNMAP (of the store page it replaces) or REMAP (of its staged page). */
 bool ksmu_cow_own_event(int kind, uintptr_t start, uintptr_t end);
 

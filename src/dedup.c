@@ -151,7 +151,17 @@ static int merger_ready(struct ksmu_engine *e)
 	 * kernel policy: its inherited store mappings are on its tracker).
 	 */
 	if (e->knobs.cow_policy && !e->tracker.cow) {
-		ret = e->cow_child ? -EOPNOTSUPP : ksmu_cow_start(e);
+		/*
+		 * Not beside ksmd-user yet (the daemon's stores under this
+		 * policy are untested): a connected agent keeps policy 0, and
+		 * policy 1 keeps the agent from connecting.
+		 */
+		ret = e->cow_child || e->agent.state == KSMU_AGENT_CONNECTED ? -EOPNOTSUPP
+									    : ksmu_cow_start(e);
+		if (!ret && e->agent.state == KSMU_AGENT_IDLE) {
+			pr_info("cow_policy=1: not joining ksmd-user");
+			e->agent.state = KSMU_AGENT_OFF;
+		}
 		if (ret) {
 			pr_info("cow_policy=1 unavailable (%s): the kernel copies written pages",
 				strerror(-ret));

@@ -1206,8 +1206,16 @@ static bool event_now(struct ksmu_engine *e, int fd, bool on_cow, const struct k
 			ksmu_cow_request(e, ev->start); /* a write to a merged page (cow.c) */
 			return true;
 		}
-		if (on_cow && !(ev->to & UFFD_PAGEFAULT_FLAG_MINOR))
-			return true; /* MISSING: the page cow.c is filling; its fill wakes */
+		if (on_cow && !(ev->to & UFFD_PAGEFAULT_FLAG_MINOR)) {
+			/*
+			 * MISSING: on the page cow.c is filling (its fill wakes the
+			 * thread), or on that anonymous page dropped after the fill
+			 * and before cow.c handed it to the tracker: zeros.
+			 */
+			if (!ksmu_cow_filling(ev->start))
+				ksmu_cow_zero_missing(e, ev->start);
+			return true;
+		}
 		zero = zap_has_locked(ev->start);
 
 		/*
