@@ -14,9 +14,9 @@
  * again and can be merged again, if the engine re-merges it.  Every second
  * the saving (pages_sharing + ksm_zero_pages) is sampled for --seconds s.
  * For ksmu, --cow-policy N sets the knob cow_policy (0 kernel: copies made
- * by a COW break are never merged again; 1 remerge) when the engine has it
- * (ksmu_check_tunable); otherwise the run uses the default and says
- * cow_policy=unsupported.
+ * by a COW break are never merged again; 1: ksmu copies into anonymous
+ * memory, which merges again) when the engine has it (ksmu_check_tunable);
+ * otherwise the run uses the default and says cow_policy=unsupported.
  *
  * Output: per sample  RESULT bench=churn engine=E series t=S saving=N
  * and a summary     RESULT bench=churn engine=E ... saving_end=.. saving_mean2=..
@@ -144,8 +144,9 @@ static int run_one(void *arg)
 	for (uint64_t s = 1; s <= o->seconds; s++) {
 		bench_sleep_ns(1000000000ULL);
 		sav = eng_saving(j->e);
-		printf("RESULT bench=churn engine=%s series t=%" PRIu64 " saving=%" PRIu64 "\n",
-		       eng_name(j->e), s, sav);
+		printf("RESULT bench=churn engine=%s series t=%" PRIu64 " saving=%" PRIu64
+		       " cow_policy=%s\n",
+		       eng_name(j->e), s, sav, policy);
 		if (s > o->seconds / 2) {
 			sum2 += sav;
 			n2++;

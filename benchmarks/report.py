@@ -122,20 +122,23 @@ if ch:
     L += ["## Churn: pages rewritten to template content", "",
           "| engine | cow_policy | saving at start (pages) | mean saving, 2nd half | saving at end | engine CPU ms per s |",
           "|---|---|---|---|---|---|"]
+    # one row per engine and (ksmu) cow_policy: 0 the kernel copies, 1 ksmu's re-mergeable copies
     a = {}
-    for e in ("ksmu", "ksm"):
-        rows = sel("churn", engine=e)
-        if rows:
-            a[e] = agg(rows, "saving_mean2")
-            L.append(f"| {e} | {rows[0]['cow_policy']} | {fmt(agg(rows,'saving_start'),0)} | {fmt(a[e],0)} | "
-                     f"{fmt(agg(rows,'saving_end'),0)} | {fmt(agg(rows,'engine_cpu_ms_per_s'))} |")
+    for e, pol in sorted({(r["engine"], r.get("cow_policy", "")) for r in ch}, key=lambda k: (k[0] != "ksmu", k[1])):
+        rows = sel("churn", engine=e, cow_policy=pol)
+        a[(e, pol)] = agg(rows, "saving_mean2")
+        L.append(f"| {e} | {pol} | {fmt(agg(rows,'saving_start'),0)} | {fmt(a[(e, pol)],0)} | "
+                 f"{fmt(agg(rows,'saving_end'),0)} | {fmt(agg(rows,'engine_cpu_ms_per_s'))} |")
     L.append("")
-    if len(a) == 2:
-        ratios.append(("long-run saving under churn (ksmu / KSM)", ratio(a["ksmu"], a["ksm"])))
+    kk = [k for k in a if k[0] == "ksm"]
+    for k in sorted(a):
+        if k[0] == "ksmu" and kk:
+            ratios.append((f"long-run saving under churn, cow_policy={k[1]} (ksmu / KSM)", ratio(a[k], a[kk[0]])))
     series = collections.defaultdict(list)
     for r in res:
         if r.get("bench") == "churn" and "series" in r["_flags"]:
-            series[r["engine"]].append((int(r["t"]), int(r["saving"])))
+            key = r["engine"] + (f"-policy{r['cow_policy']}" if "cow_policy" in r else "")
+            series[key].append((int(r["t"]), int(r["saving"])))
     if series:
         for e, v in series.items():
             # the first run's series (t restarts at 1 each run)

@@ -42,6 +42,7 @@ while [ $i -lt "$REPEAT" ]; do
 		run "$B/bench-steady" --mib "$STEADY_MIB"
 		run "$B/bench-interfere" --seconds "$INTERFERE_S" --mib "$INTERFERE_MIB" --write-mib $((INTERFERE_MIB / 4))
 		run "$B/bench-churn" --seconds "$CHURN_S" --mib "$CHURN_MIB" --cow-policy 1
+		run "$B/bench-churn" --seconds "$CHURN_S" --mib "$CHURN_MIB" --cow-policy 0 --engine ksmu
 		[ $i -eq 1 ] && run "$B/bench-scale" --mib "$SCALE_MIB" --procs "$SCALE_PROCS" --proc-mib "$SCALE_PROC_MIB"
 	fi
 done
