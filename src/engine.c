@@ -1361,17 +1361,53 @@ static bool merger_fds_ready(struct ksmu_engine *e, int fds[2])
 	return true;
 }
 
+/*
+ * Read and queue every pending event of @fd (the tracker's, or cow_fd if
+ * @on_cow).  zap_lock is held from each read until its REMOVEs are in the
+ * set (merge.c, ZAPS), evq.lock until its events are queued (the ordering
+ * guarantee above).
+ */
+static void read_events(struct ksmu_engine *e, int fd, bool on_cow)
+{
+	struct ksmu_uffd_event in[16];
+	int r, j;
+
+	for (;;) {
+		pthread_mutex_lock(&zap_lock);
+		pthread_mutex_lock(&evq.lock);
+		r = ksmu_tracker_read_fd(fd, in, KSMU_ARRAY_SIZE(in));
+		for (j = 0; j < r; j++) {
+			if (event_now(e, fd, on_cow, &in[j]))
+				continue;
+			if (evq.n < EVENT_QUEUE) {
+				evq.q[evq.n] = in[j];
+				__atomic_store_n(&evq.n, evq.n + 1, __ATOMIC_RELEASE);
+			} else {
+				__atomic_store_n(&evq.lost, true, __ATOMIC_RELEASE);
+			}
+		}
+		pthread_mutex_unlock(&evq.lock);
+		pthread_mutex_unlock(&zap_lock);
+		/*
+		 * Fewer than asked: the queue was empty at the read.  No second
+		 * read to hear EAGAIN (one system call less per event); poll()
+		 * reports whatever comes next.
+		 */
+		if (r < (int)KSMU_ARRAY_SIZE(in))
+			return;
+	}
+}
+
 static void *events_main(void *arg)
 {
 	struct ksmu_engine *e = arg;
-	struct ksmu_uffd_event in[16];
 	struct pollfd pfd[4];
 	bool merger_busy = false, pending;
 	int mfds[2];
 
 	for (;;) {
 		/* cow_fd is opened by the scanner (cow.c) while this thread polls */
-		int r, j, k, nfd = 1, nown = 1, timeout;
+		int j, k, nfd = 1, nown = 1, timeout;
 		int fds[2] = {e->tracker.fd, __atomic_load_n(&e->tracker.cow_fd, __ATOMIC_ACQUIRE)};
 
 		pfd[0].fd = fds[0];
@@ -1399,42 +1435,10 @@ static void *events_main(void *arg)
 			pr_err("event reader: poll failed: %s", strerror(errno));
 			return NULL;
 		}
-		/*
-		 * Read first, without the engine lock: that is what lets the
-		 * caller go.  zap_lock is held from each read until its REMOVEs
-		 * are in the set (merge.c, ZAPS), evq.lock until its events
-		 * are queued (the ordering guarantee above).
-		 */
-		for (k = 0; k < nown; k++) {
-			int fd = fds[k];
-
-			if (k && !(pfd[k].revents & POLLIN))
-				continue;
-		for (;;) {
-			pthread_mutex_lock(&zap_lock);
-			pthread_mutex_lock(&evq.lock);
-			r = ksmu_tracker_read_fd(fd, in, KSMU_ARRAY_SIZE(in));
-			for (j = 0; j < r; j++) {
-				if (event_now(e, fd, k == 1, &in[j]))
-					continue;
-				if (evq.n < EVENT_QUEUE) {
-					evq.q[evq.n] = in[j];
-					__atomic_store_n(&evq.n, evq.n + 1, __ATOMIC_RELEASE);
-				} else {
-					__atomic_store_n(&evq.lost, true, __ATOMIC_RELEASE);
-				}
-			}
-			pthread_mutex_unlock(&evq.lock);
-			pthread_mutex_unlock(&zap_lock);
-			/*
-			 * Fewer than asked: the queue was empty at the read.  No
-			 * second read to hear EAGAIN (one system call less per
-			 * event); poll() reports whatever comes next.
-			 */
-			if (r < (int)KSMU_ARRAY_SIZE(in))
-				break;
-		}
-		}
+		/* Read first, without the engine lock: that is what lets the caller go. */
+		for (k = 0; k < nown; k++)
+			if (!k || (pfd[k].revents & POLLIN))
+				read_events(e, fds[k], k == 1);
 		/* REMOVEs the merger's windows left behind (merge.c, ZAPS) */
 		merger_busy = false;
 		for (j = nown; j < nfd; j++)
