@@ -83,7 +83,9 @@ if st:
                      f"{fmt(agg(rows,'latency_ms'))} | {fmt(agg(rows,'conv_cpu_ms'),0)} | {fmt(agg(rows,'metadata_bytes'),0)} |")
         if "ksmu" in row and "ksm" in row:
             c = ratio(agg(row["ksm"], "cpu_ms_per_s"), agg(row["ksmu"], "cpu_ms_per_s"))
-            l = ratio(agg(row["ksm"], "latency_ms"), agg(row["ksmu"], "latency_ms"))
+            # -1: no merge within the timeout (ksmu at its VMA budget): no ratio
+            la, lb = agg(row["ksm"], "latency_ms"), agg(row["ksmu"], "latency_ms")
+            l = ratio(la, lb) if la and lb and la[0] > 0 and lb[0] > 0 else None
             v = ratio(agg(row["ksm"], "conv_cpu_ms"), agg(row["ksmu"], "conv_cpu_ms"))
             ratios.append((f"steady CPU per second, {m} MiB (KSM / ksmu)", c))
             ratios.append((f"duplicate-to-merge latency, {m} MiB (KSM / ksmu)", l))
