@@ -238,6 +238,7 @@ static int cow_one(struct ksmu_engine *e, uintptr_t addr, uint64_t t0)
 	const int fd = e->tracker.cow_fd;
 	struct uffdio_register reg;
 	struct iovec local, remote;
+	bool let_through;
 	void *s;
 	int ret = 0;
 
@@ -330,12 +331,10 @@ filled_late:
 
 out_through:
 	/* 7. (also for a page that is no store mapping: it must not fault again) */
-	if (unprotect(fd, addr) == 0 && ret == 0) {
-		ksmu_merge_window_exit();
+	let_through = unprotect(fd, addr) == 0 && ret == 0;
+	ksmu_merge_window_exit();
+	if (let_through) /* (queued outside the window: see LOCKING) */
 		ksmu_engine_queue_cow(e, addr, false);
-	} else {
-		ksmu_merge_window_exit();
-	}
 	wake(fd, addr);
 	pthread_mutex_unlock(&cow.excl);
 	return ret;
@@ -385,11 +384,6 @@ int ksmu_cow_start(struct ksmu_engine *e)
 	/* the reader may be asleep in a poll() without cow_fd */
 	ksmu_engine_kick_reader(e);
 	return 0;
-}
-
-bool ksmu_cow_active(void)
-{
-	return cow.running;
 }
 
 void ksmu_cow_stats(struct ksmu_cow_stats *out)

@@ -35,8 +35,6 @@ struct ksmu_cow_stats {
  * before the first merge.  Return: 0, or -errno (the kernel policy stays).
  */
 int ksmu_cow_start(struct ksmu_engine *e);
-/** The worker is running: store mappings are on the tracker's cow_fd. */
-bool ksmu_cow_active(void);
 /** Counters so far. */
 void ksmu_cow_stats(struct ksmu_cow_stats *out);
 

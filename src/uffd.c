@@ -43,7 +43,7 @@
  *
  * LOCKING / THREADS
  *   Register/unregister are called with the engine lock held;
- *   ksmu_tracker_read_events() is called by the reader thread, lock-free.
+ *   ksmu_tracker_read_fd() is called by the reader thread, lock-free.
  *
  * KERNEL REQUIREMENTS
  *   userfaultfd with UFFD_FEATURE_WP_ASYNC (6.7) and WP_UNPOPULATED (6.4):
@@ -117,11 +117,6 @@ int ksmu_tracker_open_cow(struct ksmu_tracker *t)
 	}
 	__atomic_store_n(&t->cow_fd, fd, __ATOMIC_RELEASE); /* the reader polls it */
 	return 0;
-}
-
-int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev, size_t max)
-{
-	return ksmu_tracker_read_fd(t->fd, ev, max);
 }
 
 int ksmu_tracker_read_fd(int fd, struct ksmu_uffd_event *ev, size_t max)

@@ -54,11 +54,10 @@ struct ksmu_uffd_event {
  */
 int ksmu_tracker_open(struct ksmu_tracker *t, bool events);
 /**
- * ksmu_tracker_read_events() - read pending events without blocking.
+ * ksmu_tracker_read_fd() - read pending events of @fd (the tracker's, or its
+ * @cow_fd) without blocking.
  * Return: number of events stored in @ev (0 if none), or -errno.
  */
-int ksmu_tracker_read_events(struct ksmu_tracker *t, struct ksmu_uffd_event *ev, size_t max);
-/** As ksmu_tracker_read_events(), from @fd (the tracker's or its @cow_fd). */
 int ksmu_tracker_read_fd(int fd, struct ksmu_uffd_event *ev, size_t max);
 /**
  * ksmu_tracker_open_cow() - open @cow_fd: MINOR_SHMEM, WP_HUGETLBFS_SHMEM and
