@@ -67,7 +67,11 @@
  *   - A is replaced only if it is a store mapping at step 1, and while it
  *     is busy no unmerge window runs (ksmu_cow_exclude()).
  *   - Between steps 2 and 6 the worker allocates nothing, logs nothing and
- *     takes no lock but zap_lock: the writer may hold the allocator's lock.
+ *     takes no lock but zap_lock and the queue's: the writer may hold the
+ *     allocator's lock (neither is ever held by a thread that can fault on
+ *     a store page).
+ *   - An API call never sees a copy between the writer's wake and step 6
+ *     (ksmu_cow_settle()): a write followed by a scan finds the page.
  *
  * LOCKING / THREADS
  *   The worker never takes the engine lock.  cow.excl (held for one copy,
@@ -105,8 +109,10 @@ struct cow_req {
 };
 
 static struct {
-	pthread_mutex_t lock; /* the queue */
+	pthread_mutex_t lock; /* the queue; @handing */
 	pthread_cond_t cond;
+	pthread_cond_t handed; /* @handing went false */
+	bool handing;	       /* a woken writer's page is not on the tracker yet */
 	struct cow_req q[COW_QUEUE];
 	size_t head, n;
 	pthread_mutex_t excl; /* one copy at a time; unmerge windows */
@@ -121,6 +127,7 @@ static struct {
 } cow = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .cond = PTHREAD_COND_INITIALIZER,
+    .handed = PTHREAD_COND_INITIALIZER,
     .excl = PTHREAD_MUTEX_INITIALIZER,
     .maps_fd = -1,
 };
@@ -217,6 +224,21 @@ static int fill(int fd, uintptr_t addr)
 	}
 }
 
+/*
+ * The fill wakes the writer before step 6 hands its page to the tracker;
+ * until then a scan skips the page (a synchronous VMA, reported absent).
+ * API calls wait for the hand-over (ksmu_cow_settle()), so that what a
+ * caller wrote before its call is tracked when the call looks.
+ */
+static void set_handing(bool on)
+{
+	pthread_mutex_lock(&cow.lock);
+	cow.handing = on;
+	if (!on)
+		pthread_cond_broadcast(&cow.handed);
+	pthread_mutex_unlock(&cow.lock);
+}
+
 static void cow_count_user(uint64_t t0)
 {
 	uint64_t dt = mono_ns() - t0;
@@ -311,6 +333,7 @@ filled_late:
 	 */
 	cow_count_user(t0);
 	ksmu_engine_queue_cow(e, addr, true);
+	set_handing(true);
 	/*
 	 * 5.  A failure means A vanished under us (munmap: ENOENT) or holds a
 	 * page already (EEXIST, which nothing but this thread can cause);
@@ -325,6 +348,7 @@ filled_late:
 	}
 	ksmu_tracker_register(&e->tracker, addr, KSMU_PAGE_SIZE);
 	wake(fd, addr);
+	set_handing(false);
 	ksmu_merge_window_exit();
 	pthread_mutex_unlock(&cow.excl);
 	return 1;
@@ -411,6 +435,16 @@ void ksmu_cow_request(struct ksmu_engine *e, uintptr_t addr)
 		wake(__atomic_load_n(&e->tracker.cow_fd, __ATOMIC_ACQUIRE), addr);
 }
 
+void ksmu_cow_settle(void)
+{
+	if (!__atomic_load_n(&cow.running, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&cow.lock);
+	while (cow.handing)
+		pthread_cond_wait(&cow.handed, &cow.lock);
+	pthread_mutex_unlock(&cow.lock);
+}
+
 void ksmu_cow_note_remove_locked(uintptr_t start, uintptr_t end)
 {
 	uintptr_t b = __atomic_load_n(&cow.busy, __ATOMIC_SEQ_CST);
@@ -461,7 +495,9 @@ void ksmu_cow_atfork_child(void)
 {
 	pthread_mutex_init(&cow.lock, NULL);
 	pthread_cond_init(&cow.cond, NULL);
+	pthread_cond_init(&cow.handed, NULL);
 	pthread_mutex_init(&cow.excl, NULL);
+	cow.handing = false;
 	cow.n = 0;
 	cow.head = 0;
 	cow.busy = 0;

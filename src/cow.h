@@ -35,6 +35,12 @@ struct ksmu_cow_stats {
  * before the first merge.  Return: 0, or -errno (the kernel policy stays).
  */
 int ksmu_cow_start(struct ksmu_engine *e);
+/**
+ * ksmu_cow_settle() - wait until a copy whose writer was woken is handed
+ * to the tracker (cow.c, step 6).  API calls, engine lock held: what the
+ * caller wrote before the call is then visible to a scan.
+ */
+void ksmu_cow_settle(void);
 /** Counters so far. */
 void ksmu_cow_stats(struct ksmu_cow_stats *out);
 

@@ -336,6 +336,7 @@ static struct ksmu_engine *engine_lock(void)
 	pthread_mutex_lock(&e->lock);
 	if (e->need_child_restart)
 		child_restart(e);
+	ksmu_cow_settle(); /* a copy the caller's write made (cow.c) */
 	engine_apply_events(e); /* what the caller did before this call */
 	return e;
 }
