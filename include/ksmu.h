@@ -143,6 +143,8 @@ struct ksmu_stats {
 	uint64_t cow_user_ns;	  /**< ksmu: time writers waited for those copies, cumulative */
 	uint64_t cow_user_ns_max; /**< ksmu: the longest of those waits */
 	uint64_t cow_kernel; /**< ksmu: cow_policy=1 writes let through to the kernel's copy (no VMA or memory for an anonymous one) */
+	/* ksmu: VMA budget knob (0.3) */
+	uint64_t max_vmas; /**< ksmu knob: VMAs merging may take the process to; 0 (default): 3/4 of vm.max_map_count, which also caps any other value (see vma_limit) */
 };
 
 /**

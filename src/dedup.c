@@ -55,7 +55,10 @@
  *   never lets merging take the process past 3/4 of vm.max_map_count: it
  *   counts the VMAs of the process at the end of each pass and adds 2 per
  *   merge in between (an upper bound); merges over budget are skipped
- *   (vma_limited) and the pages stay as they are.
+ *   (vma_limited) and the pages stay as they are.  While the budget is
+ *   used up (vma_full), pages refused for it are not even read: they wait,
+ *   unchanged, until a count finds room (at a pass end after VMAs went
+ *   away, or 30 s after the last count) and are searched again then.
  *
  * INVARIANTS
  *   - refs[i] == number of MAPPED items naming page i (as members of the
@@ -612,11 +615,14 @@ void ksmu_dedup_count_vmas(struct ksmu_engine *e)
 		seq_end(&c, false);
 	max = read_long("/proc/sys/vm/max_map_count");
 	e->vma_limit = max > 0 ? (uint64_t)max * 3 / 4 : 65530 * 3 / 4;
+	if (e->knobs.max_vmas && e->knobs.max_vmas < e->vma_limit)
+		e->vma_limit = e->knobs.max_vmas;
 	e->vma_count = c.all;
 	e->vmas_since_count = 0;
 	e->dd.store_vmas = c.stores;
 	e->dd.store_splits = c.splits;
 	e->vma_count_stale = false;
+	e->vma_full = e->vma_count + 2 > e->vma_limit;
 	e->vma_count_ns = mono_ns();
 	e->vma_count_sig = count_signature(e, gen);
 	/* Drops outside store mappings need no answer: forget them. */
@@ -636,14 +642,17 @@ static bool vma_budget_ok(struct ksmu_engine *e)
 {
 	if (!e->vma_limit || e->vma_count_stale)
 		ksmu_dedup_count_vmas(e);
-	if (e->vma_count + e->vmas_since_count + 2 <= e->vma_limit)
+	if (e->vma_count + e->vmas_since_count + 2 <= e->vma_limit) {
+		e->vma_full = false;
 		return true;
+	}
 	/* Re-count once before saying no: unmerges and munmaps give VMAs back. */
 	if (e->vmas_since_count) {
 		ksmu_dedup_count_vmas(e);
-		if (e->vma_count + 2 <= e->vma_limit)
+		if (!e->vma_full)
 			return true;
 	}
+	e->vma_full = true; /* until a count finds room (a pass end, at the latest) */
 	return false;
 }
 

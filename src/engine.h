@@ -26,6 +26,7 @@
  * @dirty_tracker: ksmu knob, enum ksmu_dirty_tracker requested (0: best)
  * @dry_run:   ksmu knob: 1 = detect and estimate only (est_*), never merge
  * @cow_policy: ksmu knob: 0 kernel COW, 1 user-space COW (cow.c)
+ * @max_vmas:  ksmu knob: cap of the VMA budget (0: 3/4 of vm.max_map_count)
  */
 struct ksmu_knobs {
 	unsigned long run;
@@ -39,6 +40,7 @@ struct ksmu_knobs {
 	unsigned long dirty_tracker;
 	unsigned long dry_run;
 	unsigned long cow_policy;
+	unsigned long max_vmas;
 };
 
 /**
@@ -106,6 +108,8 @@ struct ksmu_counters {
  * @vma_limit:   VMAs merging may take the process to (3/4 of vm.max_map_count)
  * @vma_count:   VMAs of the process at the last count
  * @vmas_since_count: VMAs merges may have added since (2 per merge)
+ * @vma_full:    the last budget check or count found no room for a merge:
+ *               the scanner does not search pages waiting to merge (scan.c)
  * @dd:          merging counters (minor_* written by the reader, atomically)
  * @ever_merged: a merge happened (atomic; tells the reader to keep REMOVE ranges)
  * @merger_hooked: @merger is set up with the tracker's hooks (atomic; the
@@ -158,6 +162,7 @@ struct ksmu_engine {
 	uint64_t vma_count_sig;	 /* count_signature() at the last count (dedup.c) */
 	uint64_t vma_count_ns;	 /* CLOCK_MONOTONIC of the last count */
 	bool vma_count_stale;	 /* a pass end skipped the count since */
+	bool vma_full;
 	struct ksmu_dedup_stats dd;
 	bool ever_merged;
 	int merger_hooked;

@@ -66,6 +66,7 @@ static const struct knob_desc knob_table[] = {
      offsetof(struct ksmu_stats, dirty_tracker), true},
     KNOB(dry_run, RULE_BOOL, true),
     KNOB(cow_policy, RULE_BOOL, false),
+    KNOB(max_vmas, RULE_UINT, false),
     STAT(pages_shared),
     STAT(pages_sharing),
     STAT(pages_unshared),
@@ -93,6 +94,7 @@ void ksmu_knobs_default(struct ksmu_knobs *k)
 	k->dirty_tracker = 0;
 	k->dry_run = 0;
 	k->cow_policy = 0;
+	k->max_vmas = 0;
 }
 
 /* Store references held: merged pages, zero pages and copies in store mappings. */
@@ -201,6 +203,11 @@ int ksmu_knob_set(struct ksmu_engine *e, const char *name, unsigned long value)
 	}
 	if (d->rule == RULE_BOOL && d->knob_off == offsetof(struct ksmu_knobs, dry_run))
 		ksmu_scan_forget_all(e); /* detection records of the other mode go */
+	if (d->knob_off == offsetof(struct ksmu_knobs, max_vmas)) {
+		/* a new budget: the next merge counts, and waiting pages are tried */
+		e->vma_count_stale = true;
+		e->vma_full = false;
+	}
 	return 0;
 }
 
@@ -306,6 +313,7 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->zap_ranges = ksmu_engine_zap_count();
 	s->reader_cpu_ns = ksmu_engine_reader_cpu_ns(e);
 	s->cow_policy = e->knobs.cow_policy;
+	s->max_vmas = e->knobs.max_vmas;
 	{
 		struct ksmu_cow_stats cs;
 

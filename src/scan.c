@@ -540,7 +540,19 @@ static size_t process_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 				e->cnt.pages_clean++;
 				if (f & (KSMU_ITEM_UNSTABLE | KSMU_ITEM_STABLE | KSMU_ITEM_ZERO))
 					continue;
-				/* volatile last time, unchanged since: worth a search now */
+				/*
+				 * Volatile last time, unchanged since: worth a search
+				 * now, unless no merge can have room.  A page refused
+				 * for the VMA budget waits here without being read
+				 * (pass after pass of reads, hashes and full compares
+				 * that end in the same refusal were most of a quiet
+				 * pass's CPU once the budget ran out); it is searched
+				 * again once a count finds VMAs free.
+				 */
+				if (e->vma_full && e->merging_now) {
+					e->dd.vma_limited++;
+					continue;
+				}
 			} else if ((f & KSMU_ITEM_HASHED) && !r->wp_tracked && !all_written &&
 				   smart_skip(e, it)) {
 				e->cnt.pages_skipped++;
