@@ -43,11 +43,10 @@
 const char bench_prog[] = "bench-churn";
 
 struct opts {
-	uint64_t mib, seconds, pages_to_scan, sleep_ms, rate;
+	struct bench_side_opts side; /* --pages-to-scan, --sleep-ms, --engine, --quick */
+	uint64_t mib, seconds, rate;
 	unsigned writers, templates;
 	long cow_policy; /* -1: not asked */
-	int engine;
-	bool quick;
 };
 
 struct writer {
@@ -132,7 +131,7 @@ static int run_one(void *arg)
 	eng_register(j->e, mem, len);
 	eng_converge(j->e, 600, NULL, NULL);
 	conv_saving = eng_saving(j->e);
-	eng_start(j->e, o->pages_to_scan, o->sleep_ms);
+	eng_start(j->e, o->side.pages_to_scan, o->side.sleep_ms);
 	c0 = eng_cpu_ns(j->e);
 	for (unsigned i = 0; i < o->writers; i++) {
 		w[i] = (struct writer){ .mem = mem, .pages = spec.pages, .templates = o->templates,
@@ -163,8 +162,8 @@ static int run_one(void *arg)
 	       " seconds=%" PRIu64 " pages_to_scan=%" PRIu64 " sleep_millisecs=%" PRIu64
 	       " cow_policy=%s writes=%" PRIu64 " saving_start=%" PRIu64 " saving_end=%" PRIu64
 	       " saving_mean2=%.0f engine_cpu_ms_per_s=%.1f load=%.2f\n",
-	       eng_name(j->e), o->mib, o->writers, o->rate, o->seconds, o->pages_to_scan,
-	       o->sleep_ms, policy, writes, conv_saving, sav_end, n2 ? (double)sum2 / n2 : 0.0,
+	       eng_name(j->e), o->mib, o->writers, o->rate, o->seconds, o->side.pages_to_scan,
+	       o->side.sleep_ms, policy, writes, conv_saving, sav_end, n2 ? (double)sum2 / n2 : 0.0,
 	       (double)(c1 - c0) / 1e6 / (double)o->seconds, eng_loadavg());
 	fflush(stdout);
 	eng_stop(j->e);
@@ -206,10 +205,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .mib = 512, .seconds = 60, .writers = 2, .rate = 2000,
-			  .templates = 1024, .pages_to_scan = 4000, .sleep_ms = 20,
-			  .cow_policy = -1, .engine = BENCH_ENG_BOTH };
-	char why[256];
+	struct opts o = { .side = BENCH_SIDE_OPTS_INIT, .mib = 512, .seconds = 60, .writers = 2,
+			  .rate = 2000, .templates = 1024, .cow_policy = -1 };
 	int c, rc = 0;
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -229,53 +226,33 @@ int main(int argc, char **argv)
 		case 'T':
 			o.templates = (unsigned)bench_parse_u64("--templates", optarg, 1, 1 << 20);
 			break;
-		case 'p':
-			o.pages_to_scan = bench_parse_u64("--pages-to-scan", optarg, 1, 1000000);
-			break;
-		case 's':
-			o.sleep_ms = bench_parse_u64("--sleep-ms", optarg, 0, 100000);
-			break;
 		case 'c':
 			o.cow_policy = (long)bench_parse_u64("--cow-policy", optarg, 0, 1000);
-			break;
-		case 'e':
-			o.engine = (int)bench_parse_engine(optarg);
-			break;
-		case 'q':
-			o.quick = true;
 			break;
 		case 'h':
 			usage(stdout);
 			return 0;
 		default:
-			bench_usage_error();
+			if (!bench_side_option(&o.side, c, optarg))
+				bench_usage_error();
 		}
 	}
 	bench_no_operands(argc, argv, optind);
-	if (o.quick) {
+	if (o.side.quick) {
 		o.mib = 64;
 		o.seconds = 3;
-		o.engine = BENCH_ENG_KSMU;
+		o.side.engine = BENCH_ENG_KSMU;
 	}
-	if ((o.engine & BENCH_ENG_KSM) && !bench_ksm_usable(why, sizeof(why))) {
-		fprintf(stderr, "%s: kernel KSM not usable: %s; ksmu only\n", bench_prog, why);
-		o.engine &= ~BENCH_ENG_KSM;
-	}
-	if (o.engine & BENCH_ENG_KSM) {
-		struct bench_ksm_knobs kn = { .use_zero_pages = 0, .max_page_sharing = 256,
-					      .merge_across_nodes = 1, .smart_scan = 1 };
-
-		bench_ksm_setup(&kn);
-	}
-	if (!o.quick && bench_mmc_raise(1048576) < 0)
+	o.side.engine = bench_side_engines(o.side.engine);
+	if (!o.side.quick && bench_mmc_raise(1048576) < 0)
 		fprintf(stderr, "%s: cannot raise vm.max_map_count\n", bench_prog);
-	if (o.engine & BENCH_ENG_KSMU) {
+	if (o.side.engine & BENCH_ENG_KSMU) {
 		struct job j = { &o, ENG_KSMU };
 
 		if (eng_run_child(run_one, &j))
 			rc = 1;
 	}
-	if (o.engine & BENCH_ENG_KSM) {
+	if (o.side.engine & BENCH_ENG_KSM) {
 		struct job j = { &o, ENG_KSM };
 
 		rc |= run_one(&j);

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bench-common.c - the code the benchmarks share (bench-scan, bench-merge,
- * bench-cow), built once as the static library bench_common.
+ * bench-cow and the others), built once as the static library bench_common.
  *
  * DESIGN
  * The module owns three things; the programs own everything they measure.
- *   1. The command-line helpers (bench_parse_u64, --engine), clocks and
- *      small text files of sysfs and procfs.
+ *   1. The command-line helpers (bench_parse_u64, --engine, the options
+ *      the side-by-side benchmarks share and the engines they resolve to),
+ *      clocks and small text files of sysfs and procfs.
  *   2. Kernel KSM as a system-wide resource: whether it may be used (idle,
  *      and the lock BENCH_KSM_LOCK that keeps two benchmarks from driving
  *      it at once), its knobs and counters, ksmd's CPU time.
@@ -118,6 +119,43 @@ _Noreturn void bench_usage_error(void)
 {
 	fprintf(stderr, "Try '%s --help'.\n", bench_prog);
 	exit(2);
+}
+
+bool bench_side_option(struct bench_side_opts *o, int c, const char *arg)
+{
+	switch (c) {
+	case 'p':
+		o->pages_to_scan = bench_parse_u64("--pages-to-scan", arg, 1, 1000000);
+		return true;
+	case 's':
+		o->sleep_ms = bench_parse_u64("--sleep-ms", arg, 0, 100000);
+		return true;
+	case 'e':
+		o->engine = (int)bench_parse_engine(arg);
+		return true;
+	case 'q':
+		o->quick = true;
+		return true;
+	default:
+		return false;
+	}
+}
+
+int bench_side_engines(int engine)
+{
+	char why[256];
+
+	if ((engine & BENCH_ENG_KSM) && !bench_ksm_usable(why, sizeof(why))) {
+		fprintf(stderr, "%s: kernel KSM not usable: %s; ksmu only\n", bench_prog, why);
+		engine &= ~BENCH_ENG_KSM;
+	}
+	if (engine & BENCH_ENG_KSM) {
+		struct bench_ksm_knobs kn = { .use_zero_pages = 0, .max_page_sharing = 256,
+					      .merge_across_nodes = 1, .smart_scan = 1 };
+
+		bench_ksm_setup(&kn);
+	}
+	return engine;
 }
 
 /* ------------------------------------------------------------- clocks */

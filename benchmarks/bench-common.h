@@ -54,6 +54,42 @@ void bench_no_operands(int argc, char **argv, int first);
 /* getopt_long() has said what is wrong: a hint, exit status 2. */
 _Noreturn void bench_usage_error(void);
 
+/*
+ * The options of the side-by-side benchmarks (bench-engines.h: bench-steady,
+ * bench-interfere, bench-churn), the same in each: the budget both engines
+ * get, which engines run, and the CI smoke.  Each program lists them in its
+ * own option table (its order, its usage text) with these getopt_long()
+ * values, and says itself what --quick shrinks.
+ * @pages_to_scan: --pages-to-scan N, 'p': pages per batch, 1..1000000 (4000)
+ * @sleep_ms:      --sleep-ms N, 's': ms between batches, 0..100000 (20)
+ * @engine:        --engine ksmu|ksm|both, 'e': BENCH_ENG_* (both)
+ * @quick:         --quick, 'q'
+ */
+struct bench_side_opts {
+	uint64_t pages_to_scan, sleep_ms;
+	int engine;
+	bool quick;
+};
+
+#define BENCH_SIDE_OPTS_INIT { .pages_to_scan = 4000, .sleep_ms = 20, .engine = BENCH_ENG_BOTH }
+
+/*
+ * getopt_long() returned @c (argument @arg): if it is one of the options of
+ * struct bench_side_opts, store it in @o and return true; false otherwise.
+ * A bad value: a message and exit status 2.
+ */
+bool bench_side_option(struct bench_side_opts *o, int c, const char *arg);
+
+/*
+ * After the command line of a side-by-side benchmark (bench-scale too): if
+ * @engine (BENCH_ENG_*) includes kernel KSM and KSM is not usable
+ * (bench_ksm_usable), say why on stderr and go on with ksmu only; if it is,
+ * bench_ksm_setup() with the knobs both engines run with (use_zero_pages 0,
+ * max_page_sharing 256, merge_across_nodes 1, smart_scan 1).
+ * Return: the engines to run.
+ */
+int bench_side_engines(int engine);
+
 /* ------------------------------------------------------------- clocks */
 
 /* @id's time in ns.  Inline: it is called around the timed writes. */

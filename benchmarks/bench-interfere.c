@@ -38,9 +38,8 @@
 const char bench_prog[] = "bench-interfere";
 
 struct opts {
-	uint64_t mib, write_mib, seconds, pages_to_scan, sleep_ms;
-	int engine;
-	bool quick;
+	struct bench_side_opts side; /* --pages-to-scan, --sleep-ms, --engine, --quick */
+	uint64_t mib, write_mib, seconds;
 };
 
 struct job {
@@ -72,7 +71,7 @@ static int run_one(void *arg)
 	if (j->e != ENG_NONE) {
 		eng_register(j->e, mem, len);
 		eng_converge(j->e, 600, NULL, NULL);
-		eng_start(j->e, o->pages_to_scan, o->sleep_ms);
+		eng_start(j->e, o->side.pages_to_scan, o->side.sleep_ms);
 	}
 	sav0 = eng_saving(j->e);
 	c0 = eng_cpu_ns(j->e);
@@ -97,7 +96,8 @@ static int run_one(void *arg)
 	       " seconds=%" PRIu64 " pages_to_scan=%" PRIu64 " sleep_millisecs=%" PRIu64
 	       " writes_per_s=%.0f engine_cpu_ms_per_s=%.1f saving_before=%" PRIu64
 	       " saving_after=%" PRIu64 " load=%.2f\n",
-	       eng_name(j->e), o->mib, o->write_mib, o->seconds, o->pages_to_scan, o->sleep_ms,
+	       eng_name(j->e), o->mib, o->write_mib, o->seconds, o->side.pages_to_scan,
+	       o->side.sleep_ms,
 	       *j->out, (double)(c1 - c0) / 1e6 / ((double)(t1 - t0) / 1e9), sav0, sav1,
 	       eng_loadavg());
 	fflush(stdout);
@@ -135,10 +135,9 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .mib = 1024, .write_mib = 256, .seconds = 10, .pages_to_scan = 4000,
-			  .sleep_ms = 20, .engine = BENCH_ENG_BOTH };
+	struct opts o = { .side = BENCH_SIDE_OPTS_INIT, .mib = 1024, .write_mib = 256,
+			  .seconds = 10 };
 	double *res, none = 0;
-	char why[256];
 	int c, rc = 0;
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -152,47 +151,27 @@ int main(int argc, char **argv)
 		case 't':
 			o.seconds = bench_parse_u64("--seconds", optarg, 1, 3600);
 			break;
-		case 'p':
-			o.pages_to_scan = bench_parse_u64("--pages-to-scan", optarg, 1, 1000000);
-			break;
-		case 's':
-			o.sleep_ms = bench_parse_u64("--sleep-ms", optarg, 0, 100000);
-			break;
-		case 'e':
-			o.engine = (int)bench_parse_engine(optarg);
-			break;
-		case 'q':
-			o.quick = true;
-			break;
 		case 'h':
 			usage(stdout);
 			return 0;
 		default:
-			bench_usage_error();
+			if (!bench_side_option(&o.side, c, optarg))
+				bench_usage_error();
 		}
 	}
 	bench_no_operands(argc, argv, optind);
-	if (o.quick) {
+	if (o.side.quick) {
 		o.mib = 64;
 		o.write_mib = 16;
 		o.seconds = 1;
-		o.engine = BENCH_ENG_KSMU;
+		o.side.engine = BENCH_ENG_KSMU;
 	}
 	if (o.write_mib > o.mib) {
 		fprintf(stderr, "%s: --write-mib must not exceed --mib\n", bench_prog);
 		return 2;
 	}
-	if ((o.engine & BENCH_ENG_KSM) && !bench_ksm_usable(why, sizeof(why))) {
-		fprintf(stderr, "%s: kernel KSM not usable: %s; ksmu only\n", bench_prog, why);
-		o.engine &= ~BENCH_ENG_KSM;
-	}
-	if (o.engine & BENCH_ENG_KSM) {
-		struct bench_ksm_knobs kn = { .use_zero_pages = 0, .max_page_sharing = 256,
-					      .merge_across_nodes = 1, .smart_scan = 1 };
-
-		bench_ksm_setup(&kn);
-	}
-	if (!o.quick && bench_mmc_raise(1048576) < 0)
+	o.side.engine = bench_side_engines(o.side.engine);
+	if (!o.side.quick && bench_mmc_raise(1048576) < 0)
 		fprintf(stderr, "%s: cannot raise vm.max_map_count\n", bench_prog);
 	res = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (res == MAP_FAILED)
@@ -202,13 +181,13 @@ int main(int argc, char **argv)
 
 		rc |= run_one(&j);
 		none = res[0];
-		if (o.engine & BENCH_ENG_KSMU) {
+		if (o.side.engine & BENCH_ENG_KSMU) {
 			j.e = ENG_KSMU;
 			j.out = &res[1];
 			if (eng_run_child(run_one, &j))
 				rc = 1;
 		}
-		if (o.engine & BENCH_ENG_KSM) {
+		if (o.side.engine & BENCH_ENG_KSM) {
 			j.e = ENG_KSM;
 			j.out = &res[2];
 			rc |= run_one(&j);

@@ -223,7 +223,6 @@ int main(int argc, char **argv)
 	size_t nmib = 3, nprocs = 3;
 	int engine = BENCH_ENG_BOTH, c, rc = 0;
 	struct proc_out *out;
-	char why[256];
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
@@ -260,18 +259,9 @@ int main(int argc, char **argv)
 		}
 	}
 	bench_no_operands(argc, argv, optind);
-	if ((engine & BENCH_ENG_KSM) && !bench_ksm_usable(why, sizeof(why))) {
-		fprintf(stderr, "%s: kernel KSM not usable: %s; ksmu only\n", bench_prog, why);
-		engine &= ~BENCH_ENG_KSM;
-	}
-	if (engine & BENCH_ENG_KSM) {
-		struct bench_ksm_knobs kn = { .use_zero_pages = 0, .max_page_sharing = 256,
-					      .merge_across_nodes = 1, .smart_scan = 1 };
-
-		bench_ksm_setup(&kn);
-		if (bench_mmc_raise(1048576) < 0)
-			fprintf(stderr, "%s: cannot raise vm.max_map_count\n", bench_prog);
-	}
+	engine = bench_side_engines(engine);
+	if ((engine & BENCH_ENG_KSM) && bench_mmc_raise(1048576) < 0)
+		fprintf(stderr, "%s: cannot raise vm.max_map_count\n", bench_prog);
 	out = mmap(NULL, sizeof(*out) * MAXP, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 		   -1, 0);
 	if (out == MAP_FAILED)

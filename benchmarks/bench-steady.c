@@ -38,10 +38,9 @@ const char bench_prog[] = "bench-steady";
 struct opts {
 	uint64_t mib[8];
 	unsigned nmib;
-	uint64_t pages_to_scan, sleep_ms, window_s, latency_timeout_s;
+	struct bench_side_opts side; /* --pages-to-scan, --sleep-ms, --engine, --quick */
+	uint64_t window_s, latency_timeout_s;
 	uint64_t max_map_count;
-	int engine;
-	bool quick;
 };
 
 struct job {
@@ -91,7 +90,7 @@ static int run_one(void *arg)
 	eng_converge(j->e, 600, &conv_cpu, &passes);
 	rss1 = eng_rss_kb();
 
-	eng_start(j->e, o->pages_to_scan, o->sleep_ms);
+	eng_start(j->e, o->side.pages_to_scan, o->side.sleep_ms);
 	bench_sleep_ns(o->window_s * 500000000ULL);
 	c0 = eng_cpu_ns(j->e);
 	s0 = eng_pages_scanned(j->e);
@@ -121,7 +120,8 @@ static int run_one(void *arg)
 	       " sleep_millisecs=%" PRIu64 " conv_passes=%u conv_cpu_ms=%.1f"
 	       " cpu_ms_per_s=%.3f scanned_per_s=%.0f latency_ms=%.1f saving_pages=%" PRIu64
 	       " metadata_bytes=%" PRIu64 " rss_growth_kb=%ld fill_ms=%.0f load=%.2f\n",
-	       eng_name(j->e), j->mib, o->pages_to_scan, o->sleep_ms, passes, conv_cpu / 1e6,
+	       eng_name(j->e), j->mib, o->side.pages_to_scan, o->side.sleep_ms, passes,
+	       conv_cpu / 1e6,
 	       (double)(c1 - c0) / 1e6 / win_s, (double)(s1 - s0) / win_s,
 	       merged ? lat_ns / 1e6 : -1.0,
 	       base, eng_metadata_bytes(j->e), rss1 - rss0, fill_ns / 1e6, load0);
@@ -162,11 +162,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .mib = { 1024, 4096, 16384 }, .nmib = 3, .pages_to_scan = 4000,
-			  .sleep_ms = 20, .window_s = 10, .latency_timeout_s = 120,
-			  .max_map_count = 1048576,
-			  .engine = BENCH_ENG_BOTH };
-	char why[256];
+	struct opts o = { .mib = { 1024, 4096, 16384 }, .nmib = 3, .side = BENCH_SIDE_OPTS_INIT,
+			  .window_s = 10, .latency_timeout_s = 120, .max_map_count = 1048576 };
 	int c, rc = 0;
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -180,60 +177,40 @@ int main(int argc, char **argv)
 				o.mib[o.nmib++] = bench_parse_u64("--mib", tok, 1, 1 << 20);
 			break;
 		}
-		case 'p':
-			o.pages_to_scan = bench_parse_u64("--pages-to-scan", optarg, 1, 1000000);
-			break;
-		case 's':
-			o.sleep_ms = bench_parse_u64("--sleep-ms", optarg, 0, 100000);
-			break;
 		case 'w':
 			o.window_s = bench_parse_u64("--window", optarg, 1, 3600);
 			break;
 		case 'l':
 			o.latency_timeout_s = bench_parse_u64("--latency-timeout", optarg, 1, 3600);
 			break;
-		case 'e':
-			o.engine = (int)bench_parse_engine(optarg);
-			break;
 		case 'M':
 			o.max_map_count = bench_parse_u64("--max-map-count", optarg, 0, 1U << 30);
-			break;
-		case 'q':
-			o.quick = true;
 			break;
 		case 'h':
 			usage(stdout);
 			return 0;
 		default:
-			bench_usage_error();
+			if (!bench_side_option(&o.side, c, optarg))
+				bench_usage_error();
 		}
 	}
 	bench_no_operands(argc, argv, optind);
-	if (o.quick) {
+	if (o.side.quick) {
 		o.mib[0] = 64;
 		o.nmib = 1;
 		o.window_s = 1;
 		o.latency_timeout_s = 10;
-		o.engine = BENCH_ENG_KSMU;
+		o.side.engine = BENCH_ENG_KSMU;
 	}
-	if ((o.engine & BENCH_ENG_KSM) && !bench_ksm_usable(why, sizeof(why))) {
-		fprintf(stderr, "%s: kernel KSM not usable: %s; ksmu only\n", bench_prog, why);
-		o.engine &= ~BENCH_ENG_KSM;
-	}
-	if (o.engine & BENCH_ENG_KSM) {
-		struct bench_ksm_knobs kn = { .use_zero_pages = 0, .max_page_sharing = 256,
-					      .merge_across_nodes = 1, .smart_scan = 1 };
-
-		bench_ksm_setup(&kn);
-	}
+	o.side.engine = bench_side_engines(o.side.engine);
 	/* Scattered merges cost up to 2 VMAs each: lift the limit (restored on exit). */
-	if (!o.quick && o.max_map_count && bench_mmc_raise(o.max_map_count) < 0)
+	if (!o.side.quick && o.max_map_count && bench_mmc_raise(o.max_map_count) < 0)
 		fprintf(stderr, "%s: cannot raise vm.max_map_count; ksmu stays under 3/4 of it\n",
 			bench_prog);
 	for (unsigned i = 0; i < o.nmib; i++) {
 		struct job j = { &o, o.mib[i], ENG_KSMU };
 
-		if (o.engine & BENCH_ENG_KSMU) {
+		if (o.side.engine & BENCH_ENG_KSMU) {
 			int st = eng_run_child(run_one, &j);
 
 			if (st) {
@@ -242,7 +219,7 @@ int main(int argc, char **argv)
 				rc = 1;
 			}
 		}
-		if (o.engine & BENCH_ENG_KSM) {
+		if (o.side.engine & BENCH_ENG_KSM) {
 			j.e = ENG_KSM;
 			if (run_one(&j))
 				rc = 1;

@@ -350,7 +350,16 @@ bad:
 	return err;
 }
 
-/* Wait for the reply of type @type to request @seq. */
+/*
+ * Wait for the reply of type @type to request @seq.  A reply (ERROR
+ * included) carrying another seq is not the answer to this request: the
+ * daemon lost track of our requests, so the connection is unusable.  An
+ * ERROR with another seq can be an honest one (seq 0 for a malformed
+ * packet, or the seq of a RELEASE, which has no reply), but the daemon
+ * disconnects after any ERROR, so nothing is lost by giving up here.
+ * Return: 0 (the reply is in a->buf), the daemon's -errno for an ERROR to
+ * @seq, -EPROTO for a reply to another request, or recv_one()'s -errno.
+ */
 static int wait_reply(struct ksmu_engine *e, int type, uint32_t seq)
 {
 	struct ksmu_wire_hdr h;
@@ -364,7 +373,13 @@ static int wait_reply(struct ksmu_engine *e, int type, uint32_t seq)
 		if (t == KSMU_MSG_ERROR) {
 			struct ksmu_wire_error m;
 
+			/* err is 1..4095: ksmu_wire_check() refused anything else */
 			memcpy(&m, e->agent.buf + sizeof(h), sizeof(m));
+			if (h.seq != seq) {
+				pr_debug("ERROR (%s) for request %u while waiting for %u",
+					 strerror(m.err), h.seq, seq);
+				return -EPROTO;
+			}
 			return -m.err;
 		}
 		if (t == type) {

@@ -967,6 +967,16 @@ static bool zap_reserve_locked(size_t more)
 	return nr_zaps + more <= zaps_cap;
 }
 
+/*
+ * Why zap_reserve_locked() said no: the set never grows, so it is full
+ * (ZAP_MAX ranges), or it was never mapped (zap_init() warned).  Not a
+ * matter of memory, which the set's pages take only as they are used.
+ */
+static const char *zap_no_room_locked(void)
+{
+	return zaps ? "zap set full" : "no zap set";
+}
+
 static void zap_remove_locked(uintptr_t start, uintptr_t end)
 {
 	size_t i = 0;
@@ -982,11 +992,12 @@ static void zap_remove_locked(uintptr_t start, uintptr_t end)
 			/* split: keep the head here, append the tail */
 			if (!zap_reserve_locked(1)) {
 				/*
-				 * No memory for the tail: drop it instead of keeping
+				 * No room for the tail: drop it instead of keeping
 				 * pages marked that were not dropped.  Never seen.
 				 */
-				pr_err("out of memory: forgetting dropped range %#lx-%#lx",
-				       (unsigned long)end, (unsigned long)zaps[i].end);
+				pr_err("%s: forgetting dropped range %#lx-%#lx",
+				       zap_no_room_locked(), (unsigned long)end,
+				       (unsigned long)zaps[i].end);
 				zaps[i].end = start;
 				i++;
 				continue;
@@ -1020,8 +1031,8 @@ static void zap_move_locked(uintptr_t start, uintptr_t end, uintptr_t to)
 		if (a >= b)
 			continue;
 		if (!zap_reserve_locked(1)) {
-			pr_err("out of memory: a dropped range moved to %#lx may read old content",
-			       (unsigned long)(a - start + to));
+			pr_err("%s: a dropped range moved to %#lx may read old content",
+			       zap_no_room_locked(), (unsigned long)(a - start + to));
 			continue;
 		}
 		zaps[nr_zaps].start = a - start + to;
@@ -1073,8 +1084,8 @@ void ksmu_engine_zap_add_locked(uintptr_t start, uintptr_t end)
 		 * Cannot remember it: the dropped store pages would be faulted
 		 * back with their old content.  Never seen; say so.
 		 */
-		pr_err("out of memory: MADV_DONTNEED of %#lx-%#lx may read old content",
-		       (unsigned long)start, (unsigned long)end);
+		pr_err("%s: MADV_DONTNEED of %#lx-%#lx may read old content",
+		       zap_no_room_locked(), (unsigned long)start, (unsigned long)end);
 		return;
 	}
 	zaps[nr_zaps].start = start;

@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 
 #include "ksmu.h"
 #include "t_mem.h"
+#include "t_uring.h"
 #include "test.h"
 
 #define PG 4096UL
@@ -180,23 +180,15 @@ static void test_pin(void)
 {
 	char *m = merged_region(N, 300);
 	struct io_uring ring;
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	struct iovec iov;
-	unsigned char data[PG], tmpl[PG];
-	char path[] = "/tmp/ksmu-merge-cow-XXXXXX";
+	unsigned char tmpl[PG];
 	uint64_t pfn0 = t_pfn_of(m), pfn_buf;
-	int ffd, err, k;
+	int err, k;
 
 	printf("-- io_uring buffer registered over merged pages\n");
-	if (io_uring_queue_init(4, &ring, 0) < 0) {
-		printf("   SKIP part: no io_uring\n");
+	if (t_uring_init(&ring))
 		goto out_unmap;
-	}
 	CHECK("merged", t_pfn_of(m + 32 * PG) == pfn0 && pfn0);
-	iov.iov_base = m + 32 * PG; /* templates 0..3 */
-	iov.iov_len = 4 * PG;
-	err = io_uring_register_buffers(&ring, &iov, 1);
+	err = t_uring_register(&ring, m + 32 * PG, 4 * PG); /* templates 0..3 */
 	CHECK_RET("register the buffer (a long-term pin for write)", err, 0);
 	if (err)
 		goto out_ring;
@@ -210,20 +202,9 @@ static void test_pin(void)
 		ksmu_scan_full();
 	CHECK("a pinned duplicate is never merged again", t_pfn_of(m + 32 * PG) == pfn_buf);
 	CHECK("refusals counted", st().merge_busy >= 1);
-	t_fill_page(data, 9999);
-	ffd = mkstemp(path);
-	CHECK("temp file", ffd >= 0 && write(ffd, data, PG) == (ssize_t)PG);
-	unlink(path);
-	sqe = io_uring_get_sqe(&ring);
-	io_uring_prep_read_fixed(sqe, ffd, m + 33 * PG, PG, 0, 0);
-	CHECK("submit", io_uring_submit(&ring) == 1);
-	CHECK("wait", io_uring_wait_cqe(&ring, &cqe) == 0 && cqe->res == (int)PG);
-	io_uring_cqe_seen(&ring, cqe);
-	CHECK("the device's data landed where the application reads",
-	      !memcmp(m + 33 * PG, data, PG));
+	t_uring_read_fixed(&ring, m + 33 * PG, "merge-cow", 9999);
 	t_fill_page(tmpl, 300);
 	CHECK("the pinned page keeps its content", !memcmp(m + 32 * PG, tmpl, PG));
-	close(ffd);
 	io_uring_unregister_buffers(&ring);
 out_ring:
 	io_uring_queue_exit(&ring);

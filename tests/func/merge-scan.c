@@ -12,7 +12,6 @@
  * stay its own. */
 #include <errno.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -25,6 +24,7 @@
 
 #include "ksmu.h"
 #include "t_mem.h"
+#include "t_uring.h"
 #include "test.h"
 
 #define PG 4096UL
@@ -255,25 +255,17 @@ static void test_zero_pages(void)
 static void test_pinned(void)
 {
 	struct io_uring ring;
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	struct iovec iov;
 	char *m = t_map_anon(64);
-	unsigned char data[PG];
-	char path[] = "/tmp/ksmu-merge-scan-XXXXXX";
 	uint64_t pfn_pinned;
-	int ffd, err;
+	int err;
 
 	printf("-- io_uring registered buffer among duplicates\n");
-	if (io_uring_queue_init(4, &ring, 0) < 0) {
-		printf("   SKIP part: no io_uring\n");
+	if (t_uring_init(&ring)) {
 		munmap(m, 64 * PG);
 		return;
 	}
 	fill(m, 64, 700);
-	iov.iov_base = m + 9 * PG; /* template 1, like 1, 17, 25, ... */
-	iov.iov_len = PG;
-	err = io_uring_register_buffers(&ring, &iov, 1);
+	err = t_uring_register(&ring, m + 9 * PG, PG); /* template 1, like 1, 17, 25, ... */
 	if (err < 0) {
 		printf("   SKIP part: io_uring_register_buffers: %s\n", strerror(-err));
 		goto out;
@@ -285,19 +277,8 @@ static void test_pinned(void)
 	CHECK("others merged", t_pfn_of(m + 17 * PG) == t_pfn_of(m + PG));
 	CHECK("the pinned page is not", t_pfn_of(m + 9 * PG) == pfn_pinned);
 	CHECK("refusals counted", st().merge_busy >= 1);
-	t_fill_page(data, 9999);
-	ffd = mkstemp(path);
-	CHECK("temp file", ffd >= 0 && write(ffd, data, PG) == (ssize_t)PG);
-	unlink(path);
-	sqe = io_uring_get_sqe(&ring);
-	io_uring_prep_read_fixed(sqe, ffd, m + 9 * PG, PG, 0, 0);
-	CHECK("submit", io_uring_submit(&ring) == 1);
-	CHECK("wait", io_uring_wait_cqe(&ring, &cqe) == 0 && cqe->res == (int)PG);
-	io_uring_cqe_seen(&ring, cqe);
-	CHECK("the device's data landed where the application reads",
-	      !memcmp(m + 9 * PG, data, PG));
+	t_uring_read_fixed(&ring, m + 9 * PG, "merge-scan", 9999);
 	CHECK("its neighbours kept theirs", verify(m, 9, 700) == 0);
-	close(ffd);
 	io_uring_unregister_buffers(&ring);
 	CHECK_RET("unregister", ksmu_unregister(m, 64 * PG), 0);
 out:
