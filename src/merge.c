@@ -32,7 +32,10 @@
  *         retry and find the store pages (a writer breaks COW at kernel
  *         speed).  MADV_POPULATE_READ maps the store pages read-only at
  *         once (never MAP_POPULATE: on a writable private mapping it would
- *         pre-fault for write and copy every page).  The old pages stay
+ *         pre-fault for write and copy every page).  With hooks the store
+ *         mapping is armed and moved in empty (replace_staged(): no TLB
+ *         flush) and its PTEs are installed after the wake with
+ *         UFFDIO_CONTINUE on the store's descriptor (populate_run()).  The old pages stay
  *         in the scratch area until KSMU_MERGE_SCRATCH_KEEP of them have
  *         gathered (or the engine's pass ends): then one MADV_DONTNEED
  *         frees them all, one TLB flush for many merges instead of one
@@ -783,36 +786,41 @@ static uint64_t now_ns(void)
 }
 
 /*
- * (4a) with hooks: map the store pages at a free address, fault them in,
- * arm them with the tracker, and mremap() them over the run: one atomic
- * replacement under the mmap lock, registration, page-table entries and
- * write-protect bits included (ZAPS).  The tracker's reader sees a REMAP
- * (and an UNMAP) of @staging, which it ignores; @staging is cleared under
+ * (4a) with hooks: map the store pages at a free address, arm them with the
+ * tracker, and mremap() them over the run: one atomic replacement under the
+ * mmap lock, registration and write-protect markers included (ZAPS).  The
+ * staging mapping is never faulted in: write-protecting present PTEs and
+ * moving them would each flush the TLB on every CPU running the process
+ * (two IPIs per merge, about a third of a merge's CPU on this 2-vCPU
+ * machine), while the markers of an empty range move for free.  The run's
+ * PTEs are installed afterwards (populate_run()).  The tracker's reader
+ * sees a REMAP of @staging, which it ignores; @staging is cleared under
  * the zap lock, which the reader holds from reading an event until it has
  * looked at it, so it never sees our events after the clear.
  */
 static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int fd, off_t off,
-			  int *populate_err, bool *gone)
+			  bool *gone)
 {
+	size_t i;
 	long r;
 	void *s;
 	int err;
 
+	/*
+	 * What will be mapped must be what was compared: the detached pages
+	 * (a daemon store page is the daemon's file; a bug there must not
+	 * reach the application).  Read from the file, not through a mapping.
+	 */
+	for (i = 0; i < len; i += KSMU_PAGE_SIZE) {
+		if (pread(fd, m->cmp_page, KSMU_PAGE_SIZE, off + (off_t)i) != (ssize_t)KSMU_PAGE_SIZE)
+			return -EIO;
+		if (memcmp(m->cmp_page, (const void *)(scratch_slot(m) + i), KSMU_PAGE_SIZE))
+			return -EAGAIN;
+	}
 	r = syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, off);
 	if (r == -1)
 		return -errno;
 	s = (void *)r;
-	if (madvise(s, len, MADV_POPULATE_READ) < 0)
-		*populate_err = -errno; /* armed MINOR: the reader maps it on access */
-	/*
-	 * What will be mapped must be what was compared: the detached pages
-	 * (a daemon store page is the daemon's file; a bug there must not
-	 * reach the application).  Not armed yet, so a read faults normally.
-	 */
-	if (memcmp(s, (const void *)scratch_slot(m), len)) {
-		syscall(SYS_munmap, s, len);
-		return -EAGAIN;
-	}
 	__atomic_store_n(&m->staging, (uintptr_t)s, __ATOMIC_SEQ_CST);
 	err = m->hooks->arm(m->hooks->arg, (uintptr_t)s, len);
 	if (!err) {
@@ -833,6 +841,52 @@ static int replace_staged(struct ksmu_merger *m, uintptr_t addr, size_t len, int
 	}
 	syscall(SYS_munmap, s, len);
 	return err;
+}
+
+/*
+ * After (5), with hooks: map the run's store pages, as the reader answers
+ * a MINOR fault, but without the fault: UFFDIO_CONTINUE on the store's
+ * descriptor, write-protected (a write still reaches the tracker), under
+ * the zap lock, skipping pages dropped since the merge (the reader answers
+ * those with zeros on access).  Best effort: a page left out (an unread
+ * event: EAGAIN; a sleeper's fault got there first: EEXIST) is mapped by
+ * the reader when it is touched.  Return: 0 or the first -errno.
+ */
+static int populate_run(struct ksmu_merger *m, uintptr_t addr, size_t n)
+{
+	const struct ksmu_merge_hooks *h = m->hooks;
+	uint64_t mask[MASK_WORDS] = {0};
+	size_t i = 0, j;
+	int err = 0;
+
+	h->zap_lock(h->arg, true);
+	h->zap_test(h->arg, addr, n, mask);
+	while (i < n) {
+		struct uffdio_continue co;
+
+		if (mask_bit(mask, i)) {
+			i++;
+			continue;
+		}
+		for (j = i; j < n && !mask_bit(mask, j); j++)
+			;
+		memset(&co, 0, sizeof(co));
+		co.range.start = addr + (i << KSMU_PAGE_SHIFT);
+		co.range.len = (j - i) << KSMU_PAGE_SHIFT;
+		co.mode = UFFDIO_CONTINUE_MODE_WP; /* and wake a thread faulting meanwhile */
+		if (ioctl(h->store_fd, UFFDIO_CONTINUE, &co) == 0) {
+			i = j;
+			continue;
+		}
+		if (!err)
+			err = -errno;
+		if (errno != EEXIST)
+			break;
+		/* skip the page that is mapped already, carry on after it */
+		i += (co.mapped > 0 ? (size_t)co.mapped >> KSMU_PAGE_SHIFT : 0) + 1;
+	}
+	h->zap_lock(h->arg, false);
+	return err == -EEXIST ? 0 : err;
 }
 
 /*
@@ -986,7 +1040,7 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	 */
 	if (hooked) {
 		err = replace_staged(m, addr, len, store_fd, (off_t)(first_idx << KSMU_PAGE_SHIFT),
-				     &populate_err, &mapped_failed);
+				     &mapped_failed);
 		/*
 		 * Clear @staging and read the run's REMOVEs, under the zap lock.
 		 * One poll(2) tells whether any message (REMOVE or fault) is
@@ -1022,6 +1076,8 @@ int ksmu_merge_run(struct ksmu_merger *m, uintptr_t addr, size_t n, int store_fd
 	if (!hooked && madvise((void *)addr, len, MADV_POPULATE_READ) < 0)
 		populate_err = -errno;
 	window_exit();
+	if (hooked)
+		populate_err = populate_run(m, addr, n);
 	if (hooked)
 		pthread_mutex_unlock(&m->events_lock);
 

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 /*
  * Longest run one window can merge (pages); the scratch area of a merger
  * is this long (virtual only: it holds pages only while a window is open).
@@ -158,6 +160,8 @@ struct ksmu_merge_hooks {
  * @events_lock:   held by a window from its start to its last read of
  *                 @run_uffd / @wp_uffd; ksmu_merger_drain() trylocks it
  * @stats:         counters, written by the merging thread only
+ * @cmp_page:      a page for reading the store while a window is open
+ *                 (no allocation there)
  */
 struct ksmu_merger {
 	int uffd;
@@ -174,6 +178,7 @@ struct ksmu_merger {
 	int maps_fd;
 	int pagemap_fd;
 	struct ksmu_merge_stats stats;
+	uint8_t cmp_page[KSMU_PAGE_SIZE] __attribute__((aligned(64)));
 };
 
 /**
