@@ -46,7 +46,17 @@
  *   smart_scan: in checksum mode (no tracker), a page that stayed unique and
  *   unchanged for several visits is re-hashed only every 2nd, then 4th
  *   pass (pages_skipped), as KSM's smart scan does.  Tracked pages need no
- *   such heuristic: unchanged pages are never re-hashed.
+ *   such heuristic for unchanged pages, which are never re-hashed; for hot
+ *   ones they need the opposite: a page written between two passes is
+ *   write-protected again by the walk, so an application that keeps
+ *   writing it takes a write-protect fault per page and pass (its cost
+ *   under ksmu, not under KSM).  A tracked page whose content changed on 3
+ *   visits in a row ("hot": volatile, streak in the age bits) is left out
+ *   of the walk - neither protected nor read - on 2 of 4, then 6 of 8
+ *   passes (pages_skipped; hot_item()).  It stays unprotected meanwhile,
+ *   so it is reported written, re-protected and re-hashed on the pass it
+ *   is visited: nothing it did is missed, and a volatile page is in no
+ *   tree, so it cannot be merged before then.
  *
  *   Merging (dedup.c): a stable node is a store page every member maps; a
  *   duplicate joins it through a merge window, an unstable pair becomes a new
@@ -388,12 +398,16 @@ static void flush_batch(struct ksmu_engine *e, struct ksmu_rmap_item **items, ui
 				continue;
 			}
 			ksmu_item_clear_flags(it, KSMU_ITEM_VOLATILE);
+			ksmu_item_set_age(it, 0); /* the streak ends */
 			find_duplicate(e, it, page, key);
 		} else {
+			/* changed again: the age bits count the streak (hot_item()) */
+			unsigned int streak = f & KSMU_ITEM_VOLATILE ? ksmu_item_age(it) + 1 : 0;
+
 			item_detach(e, it);
 			item_set_hashed(e, it, key);
 			ksmu_item_set_flags(it, KSMU_ITEM_VOLATILE);
-			ksmu_item_set_age(it, 0);
+			ksmu_item_set_age(it, streak);
 		}
 	}
 	ksmu_agent_flush(e);
@@ -443,6 +457,71 @@ static bool smart_skip(const struct ksmu_engine *e, const struct ksmu_rmap_item 
 		return false;
 	period = 1u << KSMU_MIN(age - 1, 3u);
 	return e->cnt.full_scans % period != 0;
+}
+
+/*
+ * smart_scan for tracked regions (see DESIGN): a page whose content changed
+ * on its last visits (streak s >= 2) is visited on two passes out of 2^s
+ * (4, then 8): the first reads what it became while it was left writable
+ * and protects it again, the second tells whether it is still being
+ * written.  A page that went quiet is found unchanged on that second visit
+ * and searched at once, so it merges at most 2^s + 1 passes after its last
+ * write.  Merge failures mark a page volatile with streak 0: never hot.
+ */
+static bool hot_item(const struct ksmu_engine *e, const struct ksmu_rmap_item *it)
+{
+	unsigned int f = ksmu_item_flags(it);
+	unsigned int streak = ksmu_item_age(it);
+
+	if ((f & (KSMU_ITEM_HASHED | KSMU_ITEM_VOLATILE | KSMU_ITEM_MAPPED)) !=
+	    (KSMU_ITEM_HASHED | KSMU_ITEM_VOLATILE) ||
+	    !streak)
+		return false;
+	return e->cnt.full_scans % (1u << streak) > 1;
+}
+
+/* How far ahead a batch looks for the end of a stretch of hot or cold pages. */
+#define SMART_LOOKAHEAD 8192
+
+/*
+ * The end (a page index) of the stretch of @r from @idx in which every page
+ * is hot or none is, at most SMART_LOOKAHEAD pages ahead; *@hot says which.
+ * Chunks without hashed items are passed over without touching their items.
+ */
+static size_t stretch_end(const struct ksmu_engine *e, const struct ksmu_region *r, size_t idx,
+			  bool *hot)
+{
+	size_t end = KSMU_MIN(r->nr_pages, idx + SMART_LOOKAHEAD), i = idx;
+	bool first = true, h0 = false;
+
+	while (i < end) {
+		const struct ksmu_chunk *c = ksmu_region_chunk(r, i);
+		size_t ce = KSMU_MIN(end, ksmu_region_chunk_end(r, i));
+
+		if (!c->nr_hashed) {
+			if (first) {
+				first = false;
+				h0 = false;
+			} else if (h0) {
+				break;
+			}
+			i = ce;
+			continue;
+		}
+		for (; i < ce; i++) {
+			bool h = hot_item(e, ksmu_region_item(r, i));
+
+			if (first) {
+				first = false;
+				h0 = h;
+			} else if (h != h0) {
+				goto out;
+			}
+		}
+	}
+out:
+	*hot = h0;
+	return i;
 }
 
 struct rearm {
@@ -586,7 +665,7 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 	ksmu_agent_apply_hints(e);
 	while (examined < budget) {
 		struct ksmu_region *r;
-		uintptr_t from, walk_end;
+		uintptr_t from, walk_to, walk_end;
 		size_t nw = 0;
 		bool all_written = false;
 		int n;
@@ -597,9 +676,22 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 		}
 		r = e->cursor;
 		from = r->start + (e->cursor_idx << KSMU_PAGE_SHIFT);
+		walk_to = r->end;
+		if (r->wp_tracked && e->knobs.smart_scan) {
+			bool hot;
+			size_t se = stretch_end(e, r, e->cursor_idx, &hot);
+
+			if (hot) {
+				/* left alone this pass: not walked, not protected, not read */
+				e->cnt.pages_skipped += se - e->cursor_idx;
+				walk_end = r->start + (se << KSMU_PAGE_SHIFT);
+				goto advance;
+			}
+			walk_to = r->start + (se << KSMU_PAGE_SHIFT);
+		}
 		n = -EOPNOTSUPP;
 		if (r->wp_tracked) {
-			n = ksmu_pagemap_present_written(&e->pm, from, r->end, budget - examined,
+			n = ksmu_pagemap_present_written(&e->pm, from, walk_to, budget - examined,
 							 e->runs, SCAN_MAX_RUNS, e->wruns, &nw,
 							 &walk_end, e->tracker.cow);
 			if (n == -EPERM) {
@@ -616,15 +708,16 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 		if (n == -EOPNOTSUPP && r->wp_tracked)
 			all_written = true; /* no PAGEMAP_SCAN: nothing says what is clean */
 		if (n == -EPERM || n == -EOPNOTSUPP)
-			n = ksmu_pagemap_present(&e->pm, from, r->end, budget - examined, e->runs,
+			n = ksmu_pagemap_present(&e->pm, from, walk_to, budget - examined, e->runs,
 						 SCAN_MAX_RUNS, &walk_end);
 		if (n < 0) {
 			ret = n;
 			break;
 		}
-		if (walk_end <= from || walk_end > r->end)
-			walk_end = r->end; /* defensive: always make progress */
+		if (walk_end <= from || walk_end > walk_to)
+			walk_end = walk_to; /* defensive: always make progress */
 		examined += process_range(e, r, from, walk_end, (size_t)n, nw, all_written);
+advance:
 		e->cursor_idx = (walk_end - r->start) >> KSMU_PAGE_SHIFT;
 		if (e->cursor_idx >= r->nr_pages) {
 			e->cursor = ksmu_region_next(r);
