@@ -1342,7 +1342,7 @@ static void print_result_line(const struct result *r, const struct opts *o, size
 	if (!r->ran)
 		return;
 	printf("RESULT bench=merge engine=%s run=%s max_map_count=%" PRId64 " regions=%u"
-	       " mib=%" PRIu64 " pages=%zu ok=%d passes=%u passes_run=%u converged=%d"
+	       " mib=%" PRIu64 " run_len=%u pages=%zu ok=%d passes=%u passes_run=%u converged=%d"
 	       " final_s=%.3f final_cpu_s=%.3f"
 	       " final_alt_cpu_s=%.3f conv_s=%.3f conv_cpu_s=%.3f pages_shared=%" PRIu64
 	       " pages_sharing=%" PRIu64 " ksm_zero_pages=%" PRIu64 " pages_unshared=%" PRIu64
@@ -1351,7 +1351,8 @@ static void print_result_line(const struct result *r, const struct opts *o, size
 	       " cow_pages=%zu cow_p50_ns=%" PRIu64 " cow_p99_ns=%" PRIu64 " cow_mean_ns=%.0f"
 	       " expected=%d vma_slab_added=%" PRId64 " net_measured=%" PRId64 " dry_run=%d"
 	       " cow_paired=%d",
-	       r->engine, r->label, r->max_map_count, o->regions, o->mib, pages, r->ok ? 1 : 0,
+	       r->engine, r->label, r->max_map_count, o->regions, o->mib, o->run_len, pages,
+	       r->ok ? 1 : 0,
 	       r->passes, r->passes_run, r->converged ? 1 : 0, r->final_wall_ns / 1e9,
 	       r->final_cpu_ns / 1e9, r->final_alt_ns / 1e9, r->conv_wall_ns / 1e9,
 	       r->conv_cpu_ns / 1e9, r->pages_shared, r->pages_sharing, r->ksm_zero_pages,
@@ -1714,12 +1715,14 @@ int main(int argc, char **argv)
 			       "(wall time, window opened to closed), longest %.0f us\n",
 			       ku->window_ns / 1e9, ku->window_ns / 1e3 / (double)ku->merges,
 			       ku->window_ns_max / 1e3);
-		printf("RESULT bench=merge ratio ksmu_run=%s cpu_ratio=%.3f cpu_conv_ratio=%.3f"
+		printf("RESULT bench=merge ratio regions=%u mib=%" PRIu64 " run_len=%u"
+		       " ksmu_run=%s cpu_ratio=%.3f cpu_conv_ratio=%.3f"
 		       " cpu_process_ratio=%.3f wall_ratio=%.3f saving_ratio=%.4f"
 		       " pss_saving_ratio=%.4f measured_saving_ratio=%.4f cow_p50_ratio=%.3f"
 		       " cow_p99_ratio=%.3f ksmu_passes=%u ksm_passes=%u target_one_pass=%d"
 		       " target_cpu=%d target_saving=%d target_cow=%d\n",
-		       ku->label, cpu, cpu_conv, cpu_proc, wall, saving, pss, measured, cow50, cow99,
+		       o.regions, o.mib, o.run_len, ku->label, cpu, cpu_conv, cpu_proc, wall, saving,
+		       pss, measured, cow50, cow99,
 		       ku->passes, res_ksm.passes, ku->passes == 1, cpu >= 1.0 && cpu_proc >= 1.0,
 		       saving >= 0.97, cow50 <= 1.2);
 	} else {

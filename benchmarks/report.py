@@ -62,6 +62,43 @@ if lim:
     L.append("")
 xxh = agg([r for r in lim if r["op"] == "xxh3"], "ns_per_page")
 
+# convergence (bench-merge): time, CPU and saving until converged, scattered and in runs
+mg = [r for r in sel("merge") if r.get("dry_run") == "0" and "run_len" in r]
+if mg:
+    L += ["## Convergence: merging an image until it saves what it can", "",
+          "bench-merge, one engine after the other: KSM at its fastest setting (pages_to_scan 20000,",
+          "sleep 0), ksmu at full speed with vm.max_map_count raised (the `run` label says to what).",
+          "Layout: copies scattered at random, or in runs of L consecutive pages (cloned images).", "",
+          "| MiB | layout | engine | passes | time to converge s | CPU to converge s | pages_sharing | general_profit MiB | VMAs added |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(int(r["regions"]) * int(r["mib"]), int(r["run_len"]), r["run"]) for r in mg},
+                  key=lambda k: (k[0], k[1], k[2] != "ksm", k[2]))
+    dat = collections.OrderedDict()
+    for m, rl, run in keys:
+        rows = [r for r in mg if int(r["regions"]) * int(r["mib"]) == m and int(r["run_len"]) == rl and r["run"] == run]
+        lay = "scattered" if rl <= 1 else f"runs of {rl}"
+        gpm = agg(rows, "general_profit")
+        gpm = (gpm[0] / 2**20, gpm[1] / 2**20, gpm[2] / 2**20, gpm[3]) if gpm else None
+        vm = agg([dict(r, _v=str(int(r["vmas_after"]) - int(r["vmas_before"]))) for r in rows], "_v")
+        cc = agg(rows, "conv_cpu_s")
+        L.append(f"| {m} | {lay} | {run} | {fmt(agg(rows,'passes'),0)} | {fmt(agg(rows,'conv_s'),2)} | "
+                 f"{fmt(cc,2)} | {fmt(agg(rows,'pages_sharing'),0)} | {fmt(gpm,1)} | {fmt(vm,0)} |")
+        if cc:
+            dat.setdefault(f"{m}MiB-{lay.replace(' ', '')}", {})["ksm" if run == "ksm" else "ksmu"] = cc[0]
+    L.append("")
+    for r in [r for r in res if r.get("bench") == "merge" and "ratio" in r["_flags"] and "run_len" in r]:
+        m = int(r["regions"]) * int(r["mib"])
+        lay = "scattered" if int(r["run_len"]) <= 1 else f"runs of {r['run_len']}"
+        ratios.append((f"CPU to converge at KSM's fastest, {m} MiB {lay} (KSM / ksmu)", f(r.get("cpu_conv_ratio"))))
+        ratios.append((f"net saving after converging, {m} MiB {lay} (ksmu / KSM)", f(r.get("saving_ratio"))))
+    dat = {k: v for k, v in dat.items() if len(v) == 2}
+    if dat:
+        open(f"{out}/conv.dat", "w").write("\n".join(f"{k} {v['ksmu']} {v['ksm']}" for k, v in dat.items()) + "\n")
+        plot("converge-cpu.png", "set title 'CPU-seconds to converge'\nset style data histograms\n"
+             "set style fill solid 0.6\nset logscale y\nset xtics rotate by -20\n"
+             f"plot '{out}/conv.dat' u 2:xtic(1) t 'ksmu', '' u 3 t 'kernel KSM'\n")
+        os.remove(f"{out}/conv.dat")
+
 # steady
 st = sel("steady")
 if st:
@@ -117,6 +154,12 @@ if it:
             if e in a:
                 L.append(f"- {e}: {ratio(a[e], a['none']):.3f} of the throughput with no engine")
         L.append("")
+    if a:
+        open(f"{out}/interfere.dat", "w").write("\n".join(f"{e} {a[e][0] / 1e6}" for e in a) + "\n")
+        plot("interfere.png", "set title 'Application writes per second under each engine (millions)'\n"
+             "set style data histograms\nset style fill solid 0.6\nset yrange [0:*]\n"
+             f"plot '{out}/interfere.dat' u 2:xtic(1) notitle\n")
+        os.remove(f"{out}/interfere.dat")
 
 # churn
 ch = sel("churn")
@@ -160,6 +203,7 @@ if sc:
           "| MiB | processes | engine | pages per CPU-second | metadata bytes per page | ksmu RSS growth kB |",
           "|---|---|---|---|---|---|"]
     keys = sorted({(int(r["mib"]), int(r["procs"])) for r in sc})
+    sdat = []
     for m, p in keys:
         row = {}
         for e in ("ksmu", "ksm"):
@@ -170,7 +214,15 @@ if sc:
                          f"{fmt(agg(rows,'rss_growth_kb'),0)} |")
         if len(row) == 2:
             ratios.append((f"first-pass throughput per CPU-s, {m} MiB x {p} proc (ksmu / KSM)", ratio(row["ksmu"], row["ksm"])))
+            sdat.append((m, p, row["ksmu"][0], row["ksm"][0]))
     L.append("")
+    one = [x for x in sdat if x[1] == 1]
+    if len(one) > 1:
+        open(f"{out}/scale.dat", "w").write("\n".join(f"{m} {u} {k}" for m, p, u, k in one) + "\n")
+        plot("scale.png", "set title 'First pass: pages per CPU-second (1 process)'\nset xlabel 'MiB registered'\n"
+             "set logscale xy\nset style data linespoints\n"
+             f"plot '{out}/scale.dat' u 1:2 t 'ksmu', '' u 1:3 t 'kernel KSM'\n")
+        os.remove(f"{out}/scale.dat")
 
 L += ["## Ratios against kernel KSM", "", "Above 1: ksmu better.", "", "| what | ratio | |", "|---|---|---|"]
 for n, r in ratios:

@@ -4,7 +4,9 @@
 # plots from the RESULT lines.  Take measurements under
 #   flock /tmp/ksmu-measure.lock benchmarks/run-all.sh build
 # Sizes and repeats: REPEAT (3), STEADY_MIB (1024,4096,16384), SCALE_MIB
-# (1024,4096,16384), CHURN_S (60), INTERFERE_S (10); --quick: CI-sized.
+# (1024,4096,16384), CHURN_S (60), INTERFERE_S (10), CONV_MIB (1024,4096)
+# and CONV_RUNS (0 64: scattered, runs of 64) for bench-merge's
+# convergence; --quick: CI-sized.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 BUILD_DIR [--quick]" >&2; exit 2; }
 B=$1/benchmarks
@@ -19,6 +21,8 @@ INTERFERE_MIB=${INTERFERE_MIB:-1024}
 CHURN_MIB=${CHURN_MIB:-512}
 SCALE_PROCS=${SCALE_PROCS:-1,2,4}
 SCALE_PROC_MIB=${SCALE_PROC_MIB:-1024}
+CONV_MIB=${CONV_MIB:-1024,4096}
+CONV_RUNS=${CONV_RUNS:-0 64}
 OUT=${OUT:-$HERE/results.txt}
 if [ "$QUICK" = --quick ]; then
 	REPEAT=1
@@ -28,7 +32,7 @@ else
 fi
 command -v gnuplot >/dev/null 2>&1 || apt-get install -y -q gnuplot-nox >/dev/null 2>&1 || true
 : >"$OUT"
-echo "CMD $0 $* REPEAT=$REPEAT STEADY_MIB=$STEADY_MIB SCALE_MIB=$SCALE_MIB CHURN_S=$CHURN_S INTERFERE_S=$INTERFERE_S INTERFERE_MIB=$INTERFERE_MIB CHURN_MIB=$CHURN_MIB SCALE_PROCS=$SCALE_PROCS SCALE_PROC_MIB=$SCALE_PROC_MIB" >>"$OUT"
+echo "CMD $0 $* REPEAT=$REPEAT STEADY_MIB=$STEADY_MIB SCALE_MIB=$SCALE_MIB CHURN_S=$CHURN_S INTERFERE_S=$INTERFERE_S INTERFERE_MIB=$INTERFERE_MIB CHURN_MIB=$CHURN_MIB SCALE_PROCS=$SCALE_PROCS SCALE_PROC_MIB=$SCALE_PROC_MIB CONV_MIB=$CONV_MIB CONV_RUNS=$CONV_RUNS" >>"$OUT"
 echo "MACHINE kernel=$(uname -r) cpus=$(nproc) mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo) load_start=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)" >>"$OUT"
 run() { echo "# $*" >&2; "$@" | grep '^RESULT' >>"$OUT" || echo "FAILED $*" >>"$OUT"; }
 run "$B/bench-limits" $Q
@@ -38,12 +42,19 @@ while [ $i -lt "$REPEAT" ]; do
 	if [ -n "$Q" ]; then
 		run "$B/bench-steady" $Q; run "$B/bench-interfere" $Q
 		run "$B/bench-churn" $Q; run "$B/bench-scale" $Q
+		[ $i -eq 1 ] && run "$B/bench-merge" $Q
 	else
 		run "$B/bench-steady" --mib "$STEADY_MIB"
 		run "$B/bench-interfere" --seconds "$INTERFERE_S" --mib "$INTERFERE_MIB" --write-mib $((INTERFERE_MIB / 4))
 		run "$B/bench-churn" --seconds "$CHURN_S" --mib "$CHURN_MIB" --cow-policy 1
 		run "$B/bench-churn" --seconds "$CHURN_S" --mib "$CHURN_MIB" --cow-policy 0 --engine ksmu
 		[ $i -eq 1 ] && run "$B/bench-scale" --mib "$SCALE_MIB" --procs "$SCALE_PROCS" --proc-mib "$SCALE_PROC_MIB"
+		for m in $(echo "$CONV_MIB" | tr , ' '); do
+			for l in $CONV_RUNS; do
+				run "$B/bench-merge" --regions 1 --mib "$m" --run-len "$l" \
+					--no-default-limit --no-detect-run
+			done
+		done
 	fi
 done
 echo "MACHINE load_end=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)" >>"$OUT"
