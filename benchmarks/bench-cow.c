@@ -427,7 +427,7 @@ int main(int argc, char **argv)
 			force_ksm = true;
 			break;
 		case 'n':
-			n = strtoul(optarg, NULL, 0);
+			n = (unsigned long)bench_parse_u64("--pages", optarg, 16, 1u << 20);
 			break;
 		case 'k':
 			ksm = false;
@@ -439,17 +439,13 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			bench_usage_error();
 		}
 	}
+	bench_no_operands(argc, argv, optind);
 	if (quick) {
 		n = 512;
 		ksm = false;
-	}
-	if (n < 16 || n > (1u << 20)) {
-		fprintf(stderr, "%s: --pages must be 16 .. 1048576\n", bench_prog);
-		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	memset(res, 0, sizeof(res));

@@ -650,6 +650,7 @@ int main(int argc, char **argv)
 		{ "max-map-count", required_argument, NULL, 'M' },
 		{ "engine", required_argument, NULL, 'e' },
 		{ "ksm-pages", required_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned procs = 8, max_passes = 20;
@@ -694,6 +695,14 @@ int main(int argc, char **argv)
 		case 'k':
 			ksm_pages = bench_parse_u64("--ksm-pages", optarg, 1, 1U << 24);
 			break;
+		case 'h':
+			printf("Usage: bench-daemon [--procs N] [--mib M] [--daemon PATH] [--max-passes N]\n"
+			       "          [--max-map-count N] [--engine ksmu|ksm|both] [--ksm-pages N]\n"
+			       "          [--quick]\n"
+			       "N processes of M MiB each, merged across processes by ksmd-user and by\n"
+			       "kernel KSM, one after the other.  Defaults: 8 x 512 MiB, 20 passes at\n"
+			       "most, KSM at 20000 pages; --quick: 3 x 8 MiB, ksmu only.\n");
+			return 0;
 		default:
 			bench_usage_error();
 		}

@@ -250,6 +250,7 @@ static int on_hint(struct ksmu_engine *e)
 	for (i = 0; i < n; i++) {
 		struct ksmu_wire_hint h;
 		struct ksmu_pstore *ps;
+		int err;
 
 		memcpy(&h, p + (size_t)i * sizeof(h), sizeof(h));
 		ps = store_of(a, h.store);
@@ -266,8 +267,9 @@ static int on_hint(struct ksmu_engine *e)
 			a->hints[a->nr_hints++] = h;
 			continue;
 		}
-		if (ksmu_dedup_remote_grant(ps, h.idx))
-			return -ENOMEM;
+		err = ksmu_dedup_remote_grant(ps, h.idx);
+		if (err)
+			return err == -ERANGE ? -EPROTO : err;
 		ksmu_dedup_remote_unused(e, ps, h.idx);
 	}
 	return 0;
@@ -686,8 +688,11 @@ void ksmu_agent_apply_hints(struct ksmu_engine *e)
 
 		if (!ps)
 			continue; /* connection lost since: the grant stays with the daemon */
-		if (ksmu_dedup_remote_grant(ps, h->idx)) {
-			disconnect(e, "out of memory for grants");
+		int gerr = ksmu_dedup_remote_grant(ps, h->idx);
+
+		if (gerr) {
+			disconnect(e, gerr == -ERANGE ? "a hint names an impossible store page"
+						      : "out of memory for grants");
 			break;
 		}
 		if (ksmu_dedup_remote_hint(e, (uintptr_t)h->addr, ps, h->idx) == 0)

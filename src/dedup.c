@@ -780,7 +780,9 @@ struct ksmu_pstore *ksmu_dedup_remote_store(struct ksmu_engine *e, int fd, uint3
 
 int ksmu_dedup_remote_grant(struct ksmu_pstore *ps, uint32_t idx)
 {
-	if (idx >= (1u << 28) || refs_reserve(ps, idx))
+	if (idx >= (1u << 28))
+		return -ERANGE; /* no store of ours is that large: a bad index */
+	if (refs_reserve(ps, idx))
 		return -ENOMEM;
 	ps->grants[idx]++;
 	return 0;

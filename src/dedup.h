@@ -158,7 +158,7 @@ void ksmu_dedup_fork(struct ksmu_engine *e, bool child);
 /* ksmd-user stores (agent.c) */
 /** A pstore for daemon store @id (read-only @fd, inode @ino).  NULL: out of memory. */
 struct ksmu_pstore *ksmu_dedup_remote_store(struct ksmu_engine *e, int fd, uint32_t id, uint64_t ino);
-/** One more grant of page @idx read.  Return: 0 or -ENOMEM. */
+/** One more grant of page @idx read.  Return: 0, -ERANGE (an impossible index) or -ENOMEM. */
 int ksmu_dedup_remote_grant(struct ksmu_pstore *ps, uint32_t idx);
 /** Page @idx may be unused (answer not acted on): release it if nothing names it. */
 void ksmu_dedup_remote_unused(struct ksmu_engine *e, struct ksmu_pstore *ps, uint32_t idx);
