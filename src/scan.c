@@ -480,35 +480,33 @@ static bool hot_item(const struct ksmu_engine *e, const struct ksmu_rmap_item *i
 	return e->cnt.full_scans % (1u << streak) > 1;
 }
 
-/* How far ahead a batch looks for the end of a stretch of hot or cold pages. */
-#define SMART_LOOKAHEAD 8192
-
 /*
  * The end (a page index) of the stretch of @r from @idx in which every page
- * is hot or none is, at most SMART_LOOKAHEAD pages ahead; *@hot says which.
- * Chunks without hashed items are passed over without touching their items.
+ * is hot or none is; *@hot says which.  At most @max items are looked at
+ * (what is left of the batch: the walk stops there anyway, so no item is
+ * looked at twice in a pass).  Chunks without hashed items hold no hot page
+ * and are passed over whole, without touching their items, so a sparse
+ * region still goes to one walk.
  */
 static size_t stretch_end(const struct ksmu_engine *e, const struct ksmu_region *r, size_t idx,
-			  bool *hot)
+			  size_t max, bool *hot)
 {
-	size_t end = KSMU_MIN(r->nr_pages, idx + SMART_LOOKAHEAD), i = idx;
+	size_t i = idx, looked = 0;
 	bool first = true, h0 = false;
 
-	while (i < end) {
+	max = KSMU_MAX(max, (size_t)1);
+	while (i < r->nr_pages && looked < max) {
 		const struct ksmu_chunk *c = ksmu_region_chunk(r, i);
-		size_t ce = KSMU_MIN(end, ksmu_region_chunk_end(r, i));
+		size_t ce = KSMU_MIN(r->nr_pages, ksmu_region_chunk_end(r, i));
 
 		if (!c->nr_hashed) {
-			if (first) {
-				first = false;
-				h0 = false;
-			} else if (h0) {
+			if (!first && h0)
 				break;
-			}
+			first = false;
 			i = ce;
 			continue;
 		}
-		for (; i < ce; i++) {
+		for (; i < ce && looked < max; i++, looked++) {
 			bool h = hot_item(e, ksmu_region_item(r, i));
 
 			if (first) {
@@ -679,7 +677,7 @@ long ksmu_scan_batch(struct ksmu_engine *e, size_t budget)
 		walk_to = r->end;
 		if (r->wp_tracked && e->knobs.smart_scan) {
 			bool hot;
-			size_t se = stretch_end(e, r, e->cursor_idx, &hot);
+			size_t se = stretch_end(e, r, e->cursor_idx, budget - examined, &hot);
 
 			if (hot) {
 				/* left alone this pass: not walked, not protected, not read */
