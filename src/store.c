@@ -471,29 +471,19 @@ void ksmu_store_destroy(struct ksmu_store *s)
 	s->fd = -1;
 }
 
-int ksmu_store_alloc_run(struct ksmu_store *s, size_t n, const void *buf, size_t *first)
+/*
+ * Allocate [p, p+n), known free and below max_pages, and fill it with @buf:
+ * grow the file if the run reaches past its end.  On failure nothing
+ * changes (a free page must stay a hole).
+ */
+static int place_run(struct ksmu_store *s, size_t p, size_t n, const void *buf)
 {
-	size_t p, old_size, new_size = 0;
+	size_t old_size, new_size = 0;
 	bool grew = false;
 	int err;
 
-	if (!s || !buf || !first || n == 0 || s->fd < 0)
-		return -EINVAL;
-	if (n > s->max_pages)
-		return -ENOSPC;
-
-	p = find_free_run(s, n);
-	if (p == SIZE_MAX) {
-		/*
-		 * No hole of n pages inside the file.  Every free run below
-		 * used_end is shorter than n, so the lowest place the run fits
-		 * is used_end itself, reaching past the end of the file.
-		 */
-		p = s->used_end;
-		if (n > s->max_pages - p)
-			return -ENOSPC;
+	if (p + n > s->size_pages)
 		new_size = KSMU_MIN(round_up_step(p + n), s->max_pages);
-	}
 	if (!fd_is_store(s))
 		return -EBADF;
 
@@ -522,7 +512,7 @@ int ksmu_store_alloc_run(struct ksmu_store *s, size_t n, const void *buf, size_t
 			(void)resize_map(s, old_size);
 			s->size_pages = old_size;
 			if (p < old_size)
-				(void)punch(s->fd, p, old_size - p);
+				(void)punch(s->fd, p, KSMU_MIN(n, old_size - p));
 		} else {
 			(void)punch(s->fd, p, n);
 		}
@@ -539,8 +529,47 @@ int ksmu_store_alloc_run(struct ksmu_store *s, size_t n, const void *buf, size_t
 	s->nr_alloc_pages += n;
 	if (grew)
 		s->nr_grows++;
-	*first = p;
 	return 0;
+}
+
+int ksmu_store_alloc_run(struct ksmu_store *s, size_t n, const void *buf, size_t *first)
+{
+	size_t p;
+	int err;
+
+	if (!s || !buf || !first || n == 0 || s->fd < 0)
+		return -EINVAL;
+	if (n > s->max_pages)
+		return -ENOSPC;
+
+	p = find_free_run(s, n);
+	if (p == SIZE_MAX) {
+		/*
+		 * No hole of n pages inside the file.  Every free run below
+		 * used_end is shorter than n, so the lowest place the run fits
+		 * is used_end itself, reaching past the end of the file.
+		 */
+		p = s->used_end;
+		if (n > s->max_pages - p)
+			return -ENOSPC;
+	}
+	err = place_run(s, p, n, buf);
+	if (!err)
+		*first = p;
+	return err;
+}
+
+int ksmu_store_alloc_at(struct ksmu_store *s, size_t first, size_t n, const void *buf)
+{
+	if (!s || !buf || n == 0 || s->fd < 0)
+		return -EINVAL;
+	if (first >= s->max_pages || n > s->max_pages - first)
+		return -ENOSPC;
+	/* Pages at and beyond size_pages are free (and have no bits yet). */
+	if (first < s->size_pages &&
+	    !bits_all(s->used, first, KSMU_MIN(n, s->size_pages - first), false))
+		return -EBUSY;
+	return place_run(s, first, n, buf);
 }
 
 /*

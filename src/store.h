@@ -151,6 +151,19 @@ void ksmu_store_destroy(struct ksmu_store *s);
 int ksmu_store_alloc_run(struct ksmu_store *s, size_t n, const void *buf, size_t *first);
 
 /**
+ * ksmu_store_alloc_at() - allocate the @n store pages from @first, if they
+ * are all free, and fill them with @buf (@n pages).  For locality: a page
+ * whose neighbour in memory maps store page i is best put at i + 1 (or
+ * i - 1), so that the two share one mapping (one VMA).
+ *
+ * Return: 0; -EBUSY if a page of the range is allocated; -ENOSPC if the
+ * range does not fit below max_pages; otherwise as ksmu_store_alloc_run(),
+ * and on failure nothing changes.
+ * Context: engine lock held.
+ */
+int ksmu_store_alloc_at(struct ksmu_store *s, size_t first, size_t n, const void *buf);
+
+/**
  * ksmu_store_free_run() - free @n pages from @first and return their memory.
  * Punches a hole (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over the run,
  * makes the indexes reusable, and shrinks the file when a large enough

@@ -291,6 +291,54 @@ static void test_first_fit(void)
 	free(buf);
 }
 
+/* Placed allocation: taken only where free, growth past the end, nothing changed on refusal. */
+static void test_alloc_at(void)
+{
+	struct ksmu_store s;
+	struct ksmu_store_stats before, after;
+	char *buf = calloc(4, PG);
+	size_t a, x;
+
+	fill_page(buf, 41);
+	fill_page(buf + PG, 42);
+	CHECK_RET("init", ksmu_store_init(&s, 3 * STEP), 0);
+	CHECK_RET("alloc 3", ksmu_store_alloc_run(&s, 3, buf, &a), 0);
+	CHECK_RET("at a used page", ksmu_store_alloc_at(&s, 2, 1, buf), -EBUSY);
+	CHECK_RET("overlapping a used page", ksmu_store_alloc_at(&s, 1, 3, buf), -EBUSY);
+	CHECK_RET("right after", ksmu_store_alloc_at(&s, 3, 1, buf + PG), 0);
+	CHECK("content at 3", store_page_is(&s, 3, 42));
+	CHECK_RET("a gap", ksmu_store_alloc_at(&s, 10, 2, buf), 0);
+	CHECK("content at 10, 11", store_page_is(&s, 10, 41) && store_page_is(&s, 11, 42));
+	CHECK_RET("first fit fills below the gap", ksmu_store_alloc_run(&s, 1, buf, &x), 0);
+	CHECK("at 4", x == 4);
+	CHECK_RET("twice", ksmu_store_alloc_at(&s, 11, 1, buf), -EBUSY);
+
+	ksmu_store_get_stats(&s, &before);
+	CHECK_RET("past max", ksmu_store_alloc_at(&s, 3 * STEP, 1, buf), -ENOSPC);
+	CHECK_RET("reaching past max", ksmu_store_alloc_at(&s, 3 * STEP - 1, 2, buf), -ENOSPC);
+	CHECK_RET("n 0", ksmu_store_alloc_at(&s, 20, 0, buf), -EINVAL);
+	CHECK_RET("no buffer", ksmu_store_alloc_at(&s, 20, 1, NULL), -EINVAL);
+	ksmu_store_get_stats(&s, &after);
+	CHECK("refusals change nothing",
+	      after.pages_used == before.pages_used && after.file_pages == before.file_pages &&
+		  after.allocs == before.allocs);
+
+	/* Beyond the file: it grows to cover the page, in steps. */
+	CHECK_RET("beyond the file", ksmu_store_alloc_at(&s, STEP + 5, 1, buf + PG), 0);
+	ksmu_store_get_stats(&s, &after);
+	CHECK("grown to 2 steps", after.file_pages == 2 * STEP && after.grows == before.grows + 1);
+	CHECK("content there", store_page_is(&s, STEP + 5, 42));
+	CHECK("used pages", after.pages_used == before.pages_used + 1);
+	ksmu_store_free_run(&s, STEP + 5, 1);
+	ksmu_store_free_run(&s, 10, 2);
+	ksmu_store_free_run(&s, 0, 5);
+	ksmu_store_get_stats(&s, &after);
+	CHECK("all free again", after.pages_used == 0);
+	CHECK("memory returned", fd_stat(s.fd).st_blocks == 0);
+	ksmu_store_destroy(&s);
+	free(buf);
+}
+
 static void test_enospc(void)
 {
 	struct ksmu_store s;
@@ -858,6 +906,7 @@ int main(void)
 
 	test_roundtrip();
 	test_first_fit();
+	test_alloc_at();
 	test_enospc();
 	test_invalid();
 	test_bug_on();
