@@ -145,6 +145,9 @@ struct ksmu_stats {
 	uint64_t cow_kernel; /**< ksmu: cow_policy=1 writes let through to the kernel's copy (no VMA or memory for an anonymous one) */
 	/* ksmu: VMA budget knob (0.3) */
 	uint64_t max_vmas; /**< ksmu knob: VMAs merging may take the process to; 0 (default): 3/4 of vm.max_map_count, which also caps any other value (see vma_limit) */
+	/* ksmu: merging in runs (0.3) */
+	uint64_t merge_windows; /**< ksmu: merge windows opened (a run of adjacent pages merges in one), cumulative */
+	uint64_t store_near;	/**< ksmu: new store pages placed next to the one a neighbouring page maps, so that both share a VMA */
 };
 
 /**

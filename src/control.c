@@ -134,6 +134,8 @@ static const struct field stat_fields[] = {
 	STAT_FIELD(cow_user_ns_max, 0),
 	STAT_FIELD(cow_kernel, 0),
 	STAT_FIELD(max_vmas, 0),
+	STAT_FIELD(merge_windows, 0),
+	STAT_FIELD(store_near, 0),
 };
 
 static const struct field proc_fields[] = {

@@ -762,6 +762,311 @@ int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct k
 	return 0;
 }
 
+/* ------------------------------------------------------------ runs */
+
+/*
+ * RUNS
+ *   A window costs about the same for one page as for 64 (register, move,
+ *   compare, map, wake: ~16 system calls), and a run of adjacent pages
+ *   mapping adjacent store pages is one VMA.  So joins found while a batch
+ *   is processed are queued (ksmu_dedup_join_later()), per run of adjacent
+ *   addresses onto adjacent pages of one store, and merged at the end of
+ *   the batch (ksmu_dedup_join_flush(), called by scan.c before anything
+ *   else can change the records): one window per run.  A window fails as a
+ *   whole and names the page that failed (merge.c); the pages before it
+ *   are merged in a window of their own, the page itself is given up (it
+ *   changed, or is pinned) or tried alone (other errors), and the rest
+ *   carries on as a run.
+ *
+ *   For runs to form, adjacent duplicates must get adjacent store pages: a
+ *   new node's page goes right after the page its left neighbour joins (or
+ *   right before its right neighbour's), where that index is free
+ *   (store_near()).  Cloned images then lay their shared pages out in the
+ *   store in the order they have in memory, and every later clone maps
+ *   them in runs.
+ *
+ *   While a join waits, its page is in no tree and its node may have no
+ *   member yet: settle_node() (scan.c) leaves a node that a queued join
+ *   names alone, and the flush frees the nodes left without members.  A
+ *   node with queued joins counts them against max_page_sharing.
+ */
+
+static size_t queued_for(const struct ksmu_engine *e, const struct ksmu_stable_node *sn)
+{
+	const struct ksmu_join_queue *q = &e->joins;
+	size_t n = 0;
+
+	for (unsigned int r = 0; r < q->nr; r++)
+		for (uint32_t k = 0; k < q->runs[r].n; k++)
+			n += q->runs[r].nodes[k] == sn;
+	return n;
+}
+
+size_t ksmu_dedup_node_fill(const struct ksmu_engine *e, const struct ksmu_stable_node *sn)
+{
+	return sn->nr_members + (e->joins.pages ? queued_for(e, sn) : 0);
+}
+
+bool ksmu_dedup_join_names(const struct ksmu_engine *e, const struct ksmu_stable_node *sn)
+{
+	return e->joins.pages && queued_for(e, sn) > 0;
+}
+
+bool ksmu_dedup_join_queued(const struct ksmu_engine *e, uintptr_t addr)
+{
+	const struct ksmu_join_queue *q = &e->joins;
+
+	for (unsigned int r = 0; r < q->nr; r++)
+		if (addr >= q->runs[r].addr &&
+		    addr - q->runs[r].addr < ((uintptr_t)q->runs[r].n << KSMU_PAGE_SHIFT))
+			return true;
+	return false;
+}
+
+/* The queued run that a page at @addr of @ps would extend, or NULL. */
+static struct ksmu_join_run *run_ending_at(struct ksmu_engine *e, uintptr_t addr,
+					   const struct ksmu_pstore *ps)
+{
+	struct ksmu_join_queue *q = &e->joins;
+
+	for (unsigned int r = 0; r < q->nr; r++) {
+		struct ksmu_join_run *run = &q->runs[r];
+
+		if (run->ps == ps && run->n < KSMU_JOIN_MAX &&
+		    run->addr + ((uintptr_t)run->n << KSMU_PAGE_SHIFT) == addr)
+			return run;
+	}
+	return NULL;
+}
+
+int ksmu_dedup_join_later(struct ksmu_engine *e, struct ksmu_stable_node *sn,
+			  struct ksmu_rmap_item *it, const void *expected)
+{
+	struct ksmu_join_queue *q = &e->joins;
+	uintptr_t addr = ksmu_item_addr(it);
+	struct ksmu_join_run *run = run_ending_at(e, addr, sn->store);
+	size_t queued = q->pages ? queued_for(e, sn) : 0;
+
+	if (sn->nr_members + queued >= e->knobs.max_page_sharing)
+		return -ENOSPC;
+	if (run && run->first_idx + run->n != sn->store_idx)
+		run = NULL;
+	if (!run) {
+		if (q->nr == KSMU_JOIN_RUNS || sn->store_idx > UINT32_MAX - KSMU_JOIN_MAX)
+			return ksmu_dedup_join(e, sn, it, expected);
+		run = &q->runs[q->nr++];
+		run->ps = sn->store;
+		run->first_idx = sn->store_idx;
+		run->addr = addr;
+		run->n = 0;
+	}
+	memcpy(run->expected + ((size_t)run->n << KSMU_PAGE_SHIFT), expected, KSMU_PAGE_SIZE);
+	run->items[run->n] = it;
+	run->nodes[run->n] = sn;
+	run->n++;
+	q->pages++;
+	return 0;
+}
+
+/*
+ * One window for pages [lo, hi) of @run, which the tracker does not hold
+ * (see join_run()).  Return: 0, or as ksmu_merge_run() (*@bad: the page,
+ * counted from @lo, that failed), -ENOSPC over the VMA budget.
+ */
+static int merge_span(struct ksmu_engine *e, const struct ksmu_join_run *run, size_t lo, size_t hi,
+		      size_t *bad)
+{
+	int err;
+
+	*bad = 0;
+	if (!vma_budget_ok(e))
+		return -ENOSPC;
+	err = ksmu_merge_run(&e->merger, run->addr + (lo << KSMU_PAGE_SHIFT), hi - lo, run->ps->s.fd,
+			     run->first_idx + lo, run->expected + (lo << KSMU_PAGE_SHIFT), bad);
+	if (err)
+		return err;
+	/* The window armed the store mapping with the tracker (hook_arm()). */
+	e->vmas_since_count += 2;
+	e->dd.merges += hi - lo;
+	__atomic_store_n(&e->ever_merged, true, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static void joined(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it)
+{
+	ref_get(sn->store, sn->store_idx);
+	ksmu_stable_add(&e->stable, sn, it);
+	ksmu_item_set_age(it, 0);
+	mark_mapped(e, it);
+	e->cnt.merged_members++;
+}
+
+/*
+ * Merge pages [lo, hi) of @run; @done[k] is set for each page merged (or
+ * adopted as a store mapping).  Windows go on the failed page's sides.
+ */
+static void join_span(struct ksmu_engine *e, struct ksmu_join_run *run, size_t lo, size_t hi,
+		      bool *done)
+{
+	while (lo < hi) {
+		size_t bad, c;
+		int err = merge_span(e, run, lo, hi, &bad);
+
+		if (!err) {
+			for (size_t k = lo; k < hi; k++) {
+				joined(e, run->nodes[k], run->items[k]);
+				done[k] = true;
+			}
+			return;
+		}
+		if (err == -ENOSPC) {
+			e->dd.vma_limited += hi - lo;
+			return;
+		}
+		c = lo + KSMU_MIN(bad, hi - lo - 1);
+		if (c > lo)
+			join_span(e, run, lo, c, done);
+		if (err == -EBUSY) {
+			e->dd.busy++;
+		} else if (err == -EAGAIN) {
+			e->dd.changed++;
+		} else if (hi - lo > 1) {
+			join_span(e, run, c, c + 1, done); /* alone, to learn why */
+		} else {
+			/* A store mapping already (merged memory moved)? */
+			if (err == -EINVAL && adopt_moved(e, run->items[c]) == 0)
+				done[c] = true;
+			else
+				e->dd.failed++;
+		}
+		lo = c + 1;
+	}
+}
+
+/*
+ * Merge one queued run: the tracker lets go of it once, the windows run,
+ * and the pages that did not merge are tracked again (anonymous, or as a
+ * store mapping where an unrecorded one is found), in stretches.
+ */
+static void join_run(struct ksmu_engine *e, struct ksmu_join_run *run)
+{
+	bool done[KSMU_JOIN_MAX] = {false};
+	size_t len = (size_t)run->n << KSMU_PAGE_SHIFT;
+	size_t k, j;
+
+	/*
+	 * Drops of the anonymous pages recorded before now are history; one
+	 * announced from here on is seen by the window (merge.c, ZAPS).
+	 */
+	ksmu_engine_zap_forget(run->addr, run->addr + len);
+	if (ksmu_tracker_unregister(&e->tracker, run->addr, len)) {
+		e->dd.failed += run->n;
+	} else {
+		join_span(e, run, 0, run->n, done);
+	}
+	for (k = 0; k < run->n; k = j) {
+		uintptr_t a;
+
+		for (j = k; j < run->n && done[j] == done[k]; j++)
+			;
+		if (done[k])
+			continue;
+		for (size_t i = k; i < j; i++)
+			ksmu_scan_merge_failed(run->items[i]);
+		a = run->addr + (k << KSMU_PAGE_SHIFT);
+		if (ksmu_tracker_register(&e->tracker, a, (j - k) << KSMU_PAGE_SHIFT) == 0)
+			continue;
+		for (size_t i = k; i < j; i++) {
+			uintptr_t p = a + ((i - k) << KSMU_PAGE_SHIFT);
+
+			if (ksmu_tracker_register(&e->tracker, p, KSMU_PAGE_SIZE) &&
+			    ksmu_tracker_register_store(&e->tracker, p, KSMU_PAGE_SIZE))
+				pr_debug("re-arming %#lx failed", (unsigned long)p);
+		}
+	}
+}
+
+void ksmu_dedup_join_flush(struct ksmu_engine *e)
+{
+	struct ksmu_join_queue *q = &e->joins;
+	unsigned int r;
+
+	if (!q->nr)
+		return;
+	for (r = 0; r < q->nr; r++) {
+		struct ksmu_join_run *run = &q->runs[r];
+
+		if (run->n == 1) {
+			if (ksmu_dedup_join(e, run->nodes[0], run->items[0], run->expected))
+				ksmu_scan_merge_failed(run->items[0]);
+		} else {
+			join_run(e, run);
+		}
+	}
+	/* Nodes whose joins all failed hold nothing: free them (once each). */
+	for (r = 0; r < q->nr; r++) {
+		struct ksmu_join_run *run = &q->runs[r];
+
+		for (uint32_t k = 0; k < run->n; k++) {
+			struct ksmu_stable_node *sn = run->nodes[k];
+
+			if (!sn || sn->nr_members)
+				continue;
+			for (unsigned int r2 = r; r2 < q->nr; r2++)
+				for (uint32_t k2 = 0; k2 < q->runs[r2].n; k2++)
+					if (q->runs[r2].nodes[k2] == sn)
+						q->runs[r2].nodes[k2] = NULL;
+			ksmu_dedup_node_gone(e, sn);
+			ksmu_stable_free(&e->stable, sn);
+		}
+	}
+	q->nr = 0;
+	q->pages = 0;
+}
+
+/*
+ * A free store index next to what a neighbour of @it maps or is queued to
+ * map (RUNS), so that the two can share a mapping; allocated and written
+ * with @page.  Return: true with *@idx, false if there is none.
+ */
+static bool store_near(struct ksmu_engine *e, struct ksmu_pstore *ps,
+		       const struct ksmu_rmap_item *it, const void *page, size_t *idx)
+{
+	uintptr_t addr = ksmu_item_addr(it);
+	const struct ksmu_chunk *c = ksmu_item_chunk(it);
+	const struct ksmu_rmap_item *items = ksmu_chunk_items((struct ksmu_chunk *)c);
+	size_t pos = (size_t)(it - items), want[3];
+	unsigned int nw = 0;
+	struct ksmu_join_run *run = run_ending_at(e, addr, ps);
+
+	if (run)
+		want[nw++] = (size_t)run->first_idx + run->n;
+	if (pos > 0) {
+		const struct ksmu_rmap_item *l = &items[pos - 1];
+
+		if ((ksmu_item_flags(l) & (KSMU_ITEM_STABLE | KSMU_ITEM_MAPPED)) ==
+			(KSMU_ITEM_STABLE | KSMU_ITEM_MAPPED) &&
+		    l->s.stable->store == ps)
+			want[nw++] = (size_t)l->s.stable->store_idx + 1;
+	}
+	if (pos + 1 < c->nr_items) {
+		const struct ksmu_rmap_item *r = &items[pos + 1];
+
+		if ((ksmu_item_flags(r) & (KSMU_ITEM_STABLE | KSMU_ITEM_MAPPED)) ==
+			(KSMU_ITEM_STABLE | KSMU_ITEM_MAPPED) &&
+		    r->s.stable->store == ps && r->s.stable->store_idx > 0)
+			want[nw++] = (size_t)r->s.stable->store_idx - 1;
+	}
+	for (unsigned int w = 0; w < nw; w++) {
+		if (want[w] >= STORE_MAX_PAGES || ksmu_store_alloc_at(&ps->s, want[w], 1, page))
+			continue;
+		*idx = want[w];
+		e->dd.store_near++;
+		return true;
+	}
+	return false;
+}
+
 /* ------------------------------------------------------------ ksmd-user stores */
 
 struct ksmu_pstore *ksmu_dedup_remote_store(struct ksmu_engine *e, int fd, uint32_t id, uint64_t ino)
@@ -961,7 +1266,9 @@ struct ksmu_stable_node *ksmu_dedup_promote(struct ksmu_engine *e, struct ksmu_r
 		*cand_err = -ENOMEM;
 		return NULL;
 	}
-	err = ksmu_store_alloc_run(&ps->s, 1, page, &idx);
+	err = 0;
+	if (!store_near(e, ps, it, page, &idx) && !store_near(e, ps, cand, page, &idx))
+		err = ksmu_store_alloc_run(&ps->s, 1, page, &idx);
 	if (!err)
 		err = refs_reserve(ps, idx);
 	if (err) {
@@ -978,16 +1285,20 @@ struct ksmu_stable_node *ksmu_dedup_promote(struct ksmu_engine *e, struct ksmu_r
 	sn->store_idx = (uint32_t)idx;
 	ps->nr_nodes++;
 
+	/*
+	 * Both joins wait for the end of the batch (RUNS); a node none of
+	 * whose joins worked is freed then.  One that had to be done now and
+	 * failed is reported as before.
+	 */
 	ksmu_unstable_erase(&e->unstable, cand);
-	err = ksmu_dedup_join(e, sn, cand, page);
-	if (err) {
+	*cand_err = ksmu_dedup_join_later(e, sn, cand, page);
+	*it_err = ksmu_dedup_join_later(e, sn, it, page);
+	if (!sn->nr_members && !ksmu_dedup_join_names(e, sn)) {
 		/* Nobody maps the new page: give it back (and the node). */
 		ksmu_dedup_node_gone(e, sn);
 		ksmu_stable_free(&e->stable, sn);
-		*cand_err = err;
 		return NULL;
 	}
-	*it_err = ksmu_dedup_join(e, sn, it, page);
 	return sn;
 }
 

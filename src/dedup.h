@@ -82,6 +82,7 @@ struct ksmu_dedup_stats {
 	int64_t store_splits;
 	uint64_t vma_counts_skipped; /* pass ends that needed no VMA count */
 	uint64_t cow_user;	     /* cow_policy=1 copies applied to the records */
+	uint64_t store_near;	     /* new store pages put next to a neighbour's (RUNS) */
 };
 
 /**
@@ -105,12 +106,65 @@ int ksmu_dedup_read_node(struct ksmu_engine *e, const struct ksmu_stable_node *s
  */
 int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it,
 		    const void *expected);
+/*
+ * The join queue (dedup.c, "RUNS"): joins found while a batch of pages is
+ * processed wait until its end, so that adjacent pages joining adjacent
+ * store pages merge in one window and one mapping.
+ */
+#define KSMU_JOIN_RUNS 4
+#define KSMU_JOIN_MAX 64
+
+/**
+ * struct ksmu_join_run - queued joins of adjacent pages onto adjacent store pages.
+ * @ps, @first_idx: the store pages, from @first_idx on
+ * @addr:     the first page
+ * @n:        pages queued
+ * @expected: KSMU_JOIN_MAX pages: the content each page must have
+ * @items, @nodes: each page's record and the node it joins
+ */
+struct ksmu_join_run {
+	struct ksmu_pstore *ps;
+	uint32_t first_idx;
+	uint32_t n;
+	uintptr_t addr;
+	uint8_t *expected;
+	struct ksmu_rmap_item *items[KSMU_JOIN_MAX];
+	struct ksmu_stable_node *nodes[KSMU_JOIN_MAX];
+};
+
+/** struct ksmu_join_queue - @nr runs in use, @pages queued in all. */
+struct ksmu_join_queue {
+	unsigned int nr;
+	size_t pages;
+	struct ksmu_join_run runs[KSMU_JOIN_RUNS];
+};
+
+/**
+ * ksmu_dedup_join_later() - as ksmu_dedup_join(), queued: the page is merged
+ * by the next ksmu_dedup_join_flush(), in one window with its queued
+ * neighbours.  A page that fits no run is merged now.  @it is in no tree.
+ * Return: 0 if queued or merged; -ENOSPC if @sn would be over
+ * max_page_sharing with its queued joins; else as ksmu_dedup_join().
+ */
+int ksmu_dedup_join_later(struct ksmu_engine *e, struct ksmu_stable_node *sn,
+			  struct ksmu_rmap_item *it, const void *expected);
+/** Merge every queued join; pages that did not merge are marked for a retry. */
+void ksmu_dedup_join_flush(struct ksmu_engine *e);
+/** The page at @addr waits in the join queue. */
+bool ksmu_dedup_join_queued(const struct ksmu_engine *e, uintptr_t addr);
+/** Members of @sn, the queued joins included (for max_page_sharing). */
+size_t ksmu_dedup_node_fill(const struct ksmu_engine *e, const struct ksmu_stable_node *sn);
+/** A queued join names @sn (it must not be freed before the flush). */
+bool ksmu_dedup_join_names(const struct ksmu_engine *e, const struct ksmu_stable_node *sn);
 /**
  * ksmu_dedup_promote() - make a new stable node of key @key holding the
  * pages of @cand (in the unstable tree) and @it (in no tree), whose content
- * is @page.  @cand leaves the unstable tree if it was merged.
- * Return: the node (@it may have failed to join: it then is in no tree and
- * *@it_err says why), or NULL if @cand could not be merged (*@cand_err).
+ * is @page.  @cand leaves the unstable tree if it was merged or queued.
+ * The two joins are queued (ksmu_dedup_join_later()); the store page is put
+ * next to the one a neighbouring page joins, where it is free.
+ * Return: the node (@cand or @it may have failed to join: then in no tree,
+ * *@cand_err or *@it_err says why), or NULL if no node was made, or @cand
+ * could not join a daemon's page (*@cand_err; @it did not try).
  */
 struct ksmu_stable_node *ksmu_dedup_promote(struct ksmu_engine *e, struct ksmu_rmap_item *cand,
 					    struct ksmu_rmap_item *it, const void *page,

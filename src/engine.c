@@ -141,7 +141,9 @@ static uint64_t now_mono_ns(void)
 }
 
 /* The scanner's page buffers: a batch, then one candidate page. */
-#define BUFS_LEN ((KSMU_BATCH_PAGES + 1) * KSMU_PAGE_SIZE)
+/* batch_buf, cand_buf, then the join queue's expected pages (dedup.c) */
+#define BUFS_PAGES (KSMU_BATCH_PAGES + 1 + KSMU_JOIN_RUNS * KSMU_JOIN_MAX)
+#define BUFS_LEN (BUFS_PAGES * KSMU_PAGE_SIZE)
 #define AGENT_PAGES_LEN (KSMU_WIRE_MAX_PAGES * KSMU_PAGE_SIZE)
 
 static unsigned char *map_own(size_t len)
@@ -184,6 +186,9 @@ static void engine_init(void)
 	 */
 	e->batch_buf = map_own(BUFS_LEN);
 	e->cand_buf = e->batch_buf ? e->batch_buf + KSMU_BATCH_PAGES * KSMU_PAGE_SIZE : NULL;
+	for (int r = 0; e->batch_buf && r < KSMU_JOIN_RUNS; r++)
+		e->joins.runs[r].expected =
+		    e->cand_buf + KSMU_PAGE_SIZE + (size_t)r * KSMU_JOIN_MAX * KSMU_PAGE_SIZE;
 	e->runs = calloc(KSMU_PM_VEC_LEN, sizeof(*e->runs));
 	e->wruns = calloc(KSMU_PM_VEC_LEN, sizeof(*e->wruns));
 	if (!e->batch_buf || !e->runs || !e->wruns) {

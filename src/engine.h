@@ -164,6 +164,7 @@ struct ksmu_engine {
 	bool vma_count_stale;	 /* a pass end skipped the count since */
 	bool vma_full;
 	struct ksmu_dedup_stats dd;
+	struct ksmu_join_queue joins; /* empty outside a batch's processing (dedup.c) */
 	bool ever_merged;
 	int merger_hooked;
 	bool exiting;
@@ -198,6 +199,8 @@ void ksmu_scan_forget_range(struct ksmu_engine *e, struct ksmu_region *r, uintpt
 void ksmu_scan_forget_all(struct ksmu_engine *e);
 /** Take @it out of its tree, node or the zero set; a MAPPED item keeps its store reference. */
 void ksmu_scan_item_detach(struct ksmu_engine *e, struct ksmu_rmap_item *it);
+/** A merge of @it did not happen: search it again on its next visit if unchanged. */
+void ksmu_scan_merge_failed(struct ksmu_rmap_item *it);
 /** Forget @it's hash (it is re-read on its next visit); keeps MAPPED. */
 void ksmu_scan_item_forget(struct ksmu_engine *e, struct ksmu_rmap_item *it);
 /** Engine metadata in bytes (for general_profit). */

@@ -314,6 +314,8 @@ void ksmu_stats_fill(struct ksmu_engine *e, struct ksmu_stats *s)
 	s->reader_cpu_ns = ksmu_engine_reader_cpu_ns(e);
 	s->cow_policy = e->knobs.cow_policy;
 	s->max_vmas = e->knobs.max_vmas;
+	s->merge_windows = e->merger.stats.windows;
+	s->store_near = e->dd.store_near;
 	{
 		struct ksmu_cow_stats cs;
 

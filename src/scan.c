@@ -136,8 +136,8 @@ static void settle_node(struct ksmu_engine *e, struct ksmu_stable_node *sn)
 	struct ksmu_rmap_item *last;
 
 	if (sn->store) {
-		if (sn->nr_members)
-			return;
+		if (sn->nr_members || ksmu_dedup_join_names(e, sn))
+			return; /* a queued join names it: the flush frees it if need be */
 		ksmu_dedup_node_gone(e, sn);
 		ksmu_stable_free(&e->stable, sn);
 		return;
@@ -257,6 +257,11 @@ static void merge_failed(struct ksmu_rmap_item *it)
 	ksmu_item_set_age(it, 0);
 }
 
+void ksmu_scan_merge_failed(struct ksmu_rmap_item *it)
+{
+	merge_failed(it);
+}
+
 /* KSM's cmp_and_merge_page() for a page in no tree, with content @page. */
 static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, const void *page,
 			   uint64_t key)
@@ -297,7 +302,7 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 			room = room->dup_prev;
 		for (; room; room = room->dup_next)
 			if ((room->store || room->canonical) &&
-			    room->nr_members < e->knobs.max_page_sharing &&
+			    ksmu_dedup_node_fill(e, room) < e->knobs.max_page_sharing &&
 			    (!merging || room->store))
 				break;
 		if (room) {
@@ -307,7 +312,7 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 					merge_failed(it);
 					return;
 				}
-				err = ksmu_dedup_join(e, room, it, e->cand_buf);
+				err = ksmu_dedup_join_later(e, room, it, e->cand_buf);
 				if (err)
 					merge_failed(it);
 				return;
@@ -333,6 +338,8 @@ static void find_duplicate(struct ksmu_engine *e, struct ksmu_rmap_item *it, con
 				merge_failed(cand);
 				break;
 			}
+			if (cand_err)
+				merge_failed(cand);
 			if (it_err)
 				merge_failed(it);
 			/*
@@ -382,6 +389,12 @@ static void flush_batch(struct ksmu_engine *e, struct ksmu_rmap_item **items, ui
 		unsigned int f = ksmu_item_flags(it);
 		uint64_t key;
 
+		/*
+		 * A page queued to join (as the other half of a pair found
+		 * earlier in this batch) is compared again by its window.
+		 */
+		if (e->joins.pages && ksmu_dedup_join_queued(e, addrs[i]))
+			continue;
 		if (!ok[i]) {
 			item_forget(e, it); /* unmapped or made inaccessible meanwhile */
 			continue;
@@ -410,6 +423,7 @@ static void flush_batch(struct ksmu_engine *e, struct ksmu_rmap_item **items, ui
 			ksmu_item_set_age(it, streak);
 		}
 	}
+	ksmu_dedup_join_flush(e); /* RUNS (dedup.c): one window per run */
 	ksmu_agent_flush(e);
 }
 
