@@ -60,7 +60,10 @@
  *
  *   Merging (dedup.c): a stable node is a store page every member maps; a
  *   duplicate joins it through a merge window, an unstable pair becomes a new
- *   node.  Merged pages are never read again: a merged page reported written
+ *   node.  Joins wait in a queue until the end of flush_batch(), so that a
+ *   run of adjacent pages merges in one window (dedup.c, RUNS); a queued
+ *   page is skipped if the batch meets it again, and a node a queued join
+ *   names is not freed before the flush (settle_node()).  Merged pages are never read again: a merged page reported written
  *   was copied by the kernel and leaves its node (cow_breaks).  Where merging
  *   is off (dry_run, or a kernel without the features) the scanner only
  *   detects, as release 0.1 did: a node's "canonical" member holds the
