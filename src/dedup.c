@@ -1166,7 +1166,7 @@ static struct ksmu_stable_node *remote_node(struct ksmu_engine *e, struct ksmu_r
 	 * whose node the caller chains to the full ones, as without a daemon.
 	 */
 	if (memcmp(e->cand_buf, page, KSMU_PAGE_SIZE) ||
-	    sn->nr_members + 2 > e->knobs.max_page_sharing) {
+	    ksmu_dedup_node_fill(e, sn) + 2 > e->knobs.max_page_sharing) {
 		remote_node_unused(e, sn);
 		return NULL;
 	}
@@ -1190,7 +1190,7 @@ int ksmu_dedup_remote_merge(struct ksmu_engine *e, struct ksmu_rmap_item *it, ui
 	sn = node_for(e, ps, idx, key);
 	if (!sn)
 		return -EAGAIN;
-	if (sn->nr_members >= e->knobs.max_page_sharing) {
+	if (ksmu_dedup_node_fill(e, sn) >= e->knobs.max_page_sharing) {
 		/* full here: @it stays unstable and pairs locally (remote_node()) */
 		return -ENOSPC;
 	}
