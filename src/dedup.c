@@ -692,6 +692,25 @@ static int adopt_moved(struct ksmu_engine *e, struct ksmu_rmap_item *it)
 	return 0;
 }
 
+/* A window merged @n pages: count them, and the VMAs it may have added. */
+static void merged_window(struct ksmu_engine *e, size_t n)
+{
+	/* The window armed the store mapping with the tracker (hook_arm()). */
+	e->vmas_since_count += 2;
+	e->dd.merges += n;
+	__atomic_store_n(&e->ever_merged, true, __ATOMIC_RELEASE);
+}
+
+/* @it's page maps @sn's store page now: record it as a member. */
+static void joined(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it)
+{
+	ref_get(sn->store, sn->store_idx);
+	ksmu_stable_add(&e->stable, sn, it);
+	ksmu_item_set_age(it, 0);
+	mark_mapped(e, it);
+	e->cnt.merged_members++;
+}
+
 /*
  * Merge the page at @addr onto page @idx of @ps (content @expected) in a
  * window on the merger's uffd; see the DESIGN for the registrations.
@@ -738,10 +757,7 @@ static int merge_one(struct ksmu_engine *e, uintptr_t addr, struct ksmu_pstore *
 			e->dd.failed++;
 		return err;
 	}
-	/* The window armed the store mapping with the tracker (hook_arm()). */
-	e->vmas_since_count += 2;
-	e->dd.merges++;
-	__atomic_store_n(&e->ever_merged, true, __ATOMIC_RELEASE);
+	merged_window(e, 1);
 	return 0;
 }
 
@@ -754,11 +770,7 @@ int ksmu_dedup_join(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct k
 		return -EALREADY;
 	if (err)
 		return err;
-	ref_get(sn->store, sn->store_idx);
-	ksmu_stable_add(&e->stable, sn, it);
-	ksmu_item_set_age(it, 0);
-	mark_mapped(e, it);
-	e->cnt.merged_members++;
+	joined(e, sn, it);
 	return 0;
 }
 
@@ -885,20 +897,8 @@ static int merge_span(struct ksmu_engine *e, const struct ksmu_join_run *run, si
 			     run->first_idx + lo, run->expected + (lo << KSMU_PAGE_SHIFT), bad);
 	if (err)
 		return err;
-	/* The window armed the store mapping with the tracker (hook_arm()). */
-	e->vmas_since_count += 2;
-	e->dd.merges += hi - lo;
-	__atomic_store_n(&e->ever_merged, true, __ATOMIC_RELEASE);
+	merged_window(e, hi - lo);
 	return 0;
-}
-
-static void joined(struct ksmu_engine *e, struct ksmu_stable_node *sn, struct ksmu_rmap_item *it)
-{
-	ref_get(sn->store, sn->store_idx);
-	ksmu_stable_add(&e->stable, sn, it);
-	ksmu_item_set_age(it, 0);
-	mark_mapped(e, it);
-	e->cnt.merged_members++;
 }
 
 /*
