@@ -224,6 +224,43 @@ if sc:
              f"plot '{out}/scale.dat' u 1:2 t 'ksmu', '' u 1:3 t 'kernel KSM'\n")
         os.remove(f"{out}/scale.dat")
 
+# across processes (bench-daemon): ksmu through ksmd-user against KSM
+dm = [r for r in sel("daemon") if r.get("engine") in ("ksmu", "ksm")]
+if dm:
+    L += ["## Across processes: ksmd-user against KSM", "",
+          "bench-daemon: N processes hold slices of one image (the standard mix), so templates recur",
+          "across processes.  ksmu: every process's agent and one ksmd-user with the shared store;",
+          "KSM at its fastest setting.  frames saved: pages minus distinct PFNs in the processes'",
+          "pagemaps.  net saved: Pss drop - engine Pss - 192 B per added VMA.  CPU: agents + daemon",
+          "(ksmu), ksmd (KSM), until the saving reached its final value.", "",
+          "| processes x MiB | engine | frames saved | net saved MiB | time to final s | CPU to final s | VMAs added | engine Pss MiB | bytes changed (pages) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(int(r["procs"]), int(r["mib"])) for r in dm})
+    ddat = []
+    for p, m in keys:
+        row = {}
+        for e in ("ksmu", "ksm"):
+            rows = [r for r in dm if r["engine"] == e and int(r["procs"]) == p and int(r["mib"]) == m]
+            if not rows: continue
+            mib = lambda k: [dict(r, _m=str(int(r[k]) / 1024)) for r in rows]
+            row[e] = (agg(rows, "final_cpu_s"), agg(mib("net_saved_kb"), "_m"), agg(rows, "final_wall_s"))
+            L.append(f"| {p} x {m} | {e} | {fmt(agg(rows,'frames_saved'),0)} | {fmt(row[e][1],0)} | "
+                     f"{fmt(row[e][2],2)} | {fmt(row[e][0],2)} | {fmt(agg(rows,'vmas_added'),0)} | "
+                     f"{fmt(agg(mib('engine_pss_kb'),'_m'),1)} | {fmt(agg(rows,'bad_pages'),0)} |")
+        if len(row) == 2:
+            ratios.append((f"net saving across {p} processes x {m} MiB (ksmu / KSM)", ratio(row["ksmu"][1], row["ksm"][1])))
+            ratios.append((f"CPU to final saving across {p} processes x {m} MiB (KSM / ksmu)", ratio(row["ksm"][0], row["ksmu"][0])))
+            ratios.append((f"time to final saving across {p} processes x {m} MiB (KSM / ksmu)", ratio(row["ksm"][2], row["ksmu"][2])))
+            ddat.append(f"{p}x{m}MiB-net-MiB {row['ksmu'][1][0]} {row['ksm'][1][0]}")
+            ddat.append(f"{p}x{m}MiB-CPU-s {row['ksmu'][0][0]} {row['ksm'][0][0]}")
+    L.append("")
+    if ddat:
+        open(f"{out}/daemon.dat", "w").write("\n".join(ddat) + "\n")
+        plot("daemon.png", "set title 'Across processes: net saving and CPU to final saving'\nset style data histograms\n"
+             "set style fill solid 0.6\nset logscale y\n"
+             f"plot '{out}/daemon.dat' u 2:xtic(1) t 'ksmu + ksmd-user', '' u 3 t 'kernel KSM'\n")
+        os.remove(f"{out}/daemon.dat")
+
 L += ["## Ratios against kernel KSM", "", "Above 1: ksmu better.", "", "| what | ratio | |", "|---|---|---|"]
 for n, r in ratios:
     L.append(f"| {n} | {'n/a' if r is None else f'{r:.3g}'} | {'' if r is None else ('ksmu better' if r > 1 else 'KSM better')} |")
