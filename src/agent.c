@@ -30,6 +30,11 @@
  * INVARIANTS
  *   - STORE_FD precedes any message naming its store (daemon's side); a
  *     message naming an unknown store is refused (disconnect).
+ *   - A reply answers exactly one request: the one waited for, of the type
+ *     waited for (RESULT to LOOKUP, WELCOME to HELLO), with its seq.  Any
+ *     other reply, an ERROR or a reply while no request waits, a malformed
+ *     packet or a descriptor on anything but STORE_FD ends the connection
+ *     (tests/func/agent-hostile.c plays such a daemon).
  *   - Grants are counted per (store, idx) in the pstore; a RELEASE returns
  *     all of them, and only once nothing maps the page and no node names it.
  *     A queued HINT's grant is counted when the hint is applied, never
@@ -360,7 +365,8 @@ bad:
  * packet, or the seq of a RELEASE, which has no reply), but the daemon
  * disconnects after any ERROR, so nothing is lost by giving up here.
  * Return: 0 (the reply is in a->buf), the daemon's -errno for an ERROR to
- * @seq, -EPROTO for a reply to another request, or recv_one()'s -errno.
+ * @seq, -EPROTO for a reply to another request or of another type, or
+ * recv_one()'s -errno.
  */
 static int wait_reply(struct ksmu_engine *e, int type, uint32_t seq)
 {
@@ -389,6 +395,14 @@ static int wait_reply(struct ksmu_engine *e, int type, uint32_t seq)
 				return -EPROTO;
 			return 0;
 		}
+		if (t == KSMU_MSG_RESULT || t == KSMU_MSG_WELCOME) {
+			/* a reply, but not of the kind asked for: not ours */
+			pr_debug("%s for request %u while waiting for %s to %u",
+				 ksmu_wire_type_name((uint16_t)t), h.seq,
+				 ksmu_wire_type_name((uint16_t)type), seq);
+			return -EPROTO;
+		}
+		/* STORE_FD, HINT, KNOB: handled by recv_one(); go on waiting */
 	}
 }
 
@@ -545,8 +559,16 @@ void ksmu_agent_tick(struct ksmu_engine *e)
 			pr_debug("ksmd-user at %s: %s", a->path, strerror(-r));
 		return;
 	}
+	/*
+	 * Only unsolicited messages are legitimate here: a reply (RESULT,
+	 * WELCOME) or an ERROR while no request waits means that the daemon
+	 * lost track of this connection.
+	 */
 	while ((t = recv_one(e, true)) > 0)
-		;
+		if (t == KSMU_MSG_RESULT || t == KSMU_MSG_WELCOME || t == KSMU_MSG_ERROR) {
+			t = -EPROTO;
+			break;
+		}
 	if (t < 0) {
 		disconnect(e, strerror(-t));
 		return;
