@@ -86,11 +86,16 @@ if mg:
         if cc:
             dat.setdefault(f"{m}MiB-{lay.replace(' ', '')}", {})["ksm" if run == "ksm" else "ksmu"] = cc[0]
     L.append("")
+    # one ratio line per run: the median over the runs (each a pair measured side by side)
+    rr = collections.OrderedDict()
     for r in [r for r in res if r.get("bench") == "merge" and "ratio" in r["_flags"] and "run_len" in r]:
         m = int(r["regions"]) * int(r["mib"])
         lay = "scattered" if int(r["run_len"]) <= 1 else f"runs of {r['run_len']}"
-        ratios.append((f"CPU to converge at KSM's fastest, {m} MiB {lay} (KSM / ksmu)", f(r.get("cpu_conv_ratio"))))
-        ratios.append((f"net saving after converging, {m} MiB {lay} (ksmu / KSM)", f(r.get("saving_ratio"))))
+        rr.setdefault((m, lay), []).append(r)
+    for (m, lay), rows in rr.items():
+        c, sv = agg(rows, "cpu_conv_ratio"), agg(rows, "saving_ratio")
+        ratios.append((f"CPU to converge at KSM's fastest, {m} MiB {lay} (KSM / ksmu; median of {len(rows)} pairs)", c[0] if c else None))
+        ratios.append((f"net saving after converging, {m} MiB {lay} (ksmu / KSM; median of {len(rows)} pairs)", sv[0] if sv else None))
     dat = {k: v for k, v in dat.items() if len(v) == 2}
     if dat:
         open(f"{out}/conv.dat", "w").write("\n".join(f"{k} {v['ksmu']} {v['ksm']}" for k, v in dat.items()) + "\n")
@@ -192,7 +197,7 @@ if ch:
                 if t in seen: break
                 seen.add(t); first.append(f"{t} {s}")
             open(f"{out}/churn-{e}.dat", "w").write("\n".join(first) + "\n")
-        plot("churn-saving.png", "set title 'Saving under churn (first run)'\nset xlabel 's'\nset ylabel 'pages saved'\n"
+        plot("churn-saving.png", "set title 'Saving under churn (first run)'\nset key bottom left\nset xlabel 's'\nset ylabel 'pages saved'\n"
              "set style data lines\nplot " + ", ".join(f"'{out}/churn-{e}.dat' t '{e}'" for e in series) + "\n")
         for e in series: os.remove(f"{out}/churn-{e}.dat")
 
