@@ -92,8 +92,23 @@ if mg:
         m = int(r["regions"]) * int(r["mib"])
         lay = "scattered" if int(r["run_len"]) <= 1 else f"runs of {r['run_len']}"
         rr.setdefault((m, lay), []).append(r)
+    # copy-on-write break on merged pages, measured by the same runs after converging
+    L += ["Copy-on-write break on a merged page, after converging (2000 pages written once each,",
+          "timed one by one; in the ratio table, KSM / ksmu below 1: a ksmu break is dearer).", "",
+          "| MiB | layout | engine | COW p50 us | COW p99 us |", "|---|---|---|---|---|"]
+    for m, rl, run in keys:
+        rows = [r for r in mg if int(r["regions"]) * int(r["mib"]) == m and int(r["run_len"]) == rl
+                and r["run"] == run and "cow_p50_ns" in r]
+        us = lambda k: agg([dict(r, _u=str(int(r[k]) / 1000)) for r in rows], "_u")
+        if rows:
+            lay = "scattered" if rl <= 1 else f"runs of {rl}"
+            L.append(f"| {m} | {lay} | {run} | {fmt(us('cow_p50_ns'),1)} | {fmt(us('cow_p99_ns'),1)} |")
+    L.append("")
     for (m, lay), rows in rr.items():
         c, sv = agg(rows, "cpu_conv_ratio"), agg(rows, "saving_ratio")
+        cp = agg(rows, "cow_p50_ratio")  # bench-merge prints ksmu / KSM (paired): inverted here
+        if cp and cp[0]:
+            ratios.append((f"COW break p50 after converging, {m} MiB {lay} (KSM / ksmu, paired; median of {len(rows)})", 1 / cp[0]))
         ratios.append((f"CPU to converge at KSM's fastest, {m} MiB {lay} (KSM / ksmu; median of {len(rows)} pairs)", c[0] if c else None))
         ratios.append((f"net saving after converging, {m} MiB {lay} (ksmu / KSM; median of {len(rows)} pairs)", sv[0] if sv else None))
     dat = {k: v for k, v in dat.items() if len(v) == 2}
