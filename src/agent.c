@@ -357,6 +357,12 @@ bad:
 	return err;
 }
 
+/* A message that answers a request (only wait_reply() may take one). */
+static bool is_reply(int type)
+{
+	return type == KSMU_MSG_RESULT || type == KSMU_MSG_WELCOME || type == KSMU_MSG_ERROR;
+}
+
 /*
  * Wait for the reply of type @type to request @seq.  A reply (ERROR
  * included) carrying another seq is not the answer to this request: the
@@ -395,7 +401,7 @@ static int wait_reply(struct ksmu_engine *e, int type, uint32_t seq)
 				return -EPROTO;
 			return 0;
 		}
-		if (t == KSMU_MSG_RESULT || t == KSMU_MSG_WELCOME) {
+		if (is_reply(t)) {
 			/* a reply, but not of the kind asked for: not ours */
 			pr_debug("%s for request %u while waiting for %s to %u",
 				 ksmu_wire_type_name((uint16_t)t), h.seq,
@@ -565,7 +571,7 @@ void ksmu_agent_tick(struct ksmu_engine *e)
 	 * lost track of this connection.
 	 */
 	while ((t = recv_one(e, true)) > 0)
-		if (t == KSMU_MSG_RESULT || t == KSMU_MSG_WELCOME || t == KSMU_MSG_ERROR) {
+		if (is_reply(t)) {
 			t = -EPROTO;
 			break;
 		}

@@ -50,6 +50,7 @@ struct fake {
 	enum mode mode;
 	int lfd;	 /* listening socket */
 	int go[2];	 /* stray: the test says "send it now" */
+	int sent[2];	 /* stray: and hears "sent" before the agent's next scan */
 	int hello;	 /* HELLO received */
 	int lookups;	 /* LOOKUPs received */
 	int broken;	 /* the bad message was sent */
@@ -211,6 +212,8 @@ static void *fake_main(void *arg)
 				;
 			if (read(f->go[0], &x, 1) == 1)
 				break_protocol(f, c, &h, 1);
+			if (write(f->sent[1], "s", 1) != 1)
+				f->broken = 0;
 			break;
 		}
 		n = recv_pkt(c, 0, &h);
@@ -270,7 +273,7 @@ static void one_case(enum mode m)
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", td_sock);
 	f.lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (f.lfd < 0 || bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(f.lfd, 4) ||
-	    pipe(f.go)) {
+	    pipe(f.go) || pipe(f.sent)) {
 		CHECK(name, !"socket, bind, listen or pipe failed");
 		return;
 	}
@@ -285,7 +288,10 @@ static void one_case(enum mode m)
 	CHECK(name, td_agent_cmd(&a, TD_SCAN, 1) == 1);
 	if (m == M_STRAY) {
 		/* the pass is over: nothing waits for a reply now */
+		char x;
+
 		CHECK(name, write(f.go[1], "x", 1) == 1);
+		CHECK(name, read(f.sent[0], &x, 1) == 1); /* in the agent's socket now */
 		CHECK(name, td_agent_cmd(&a, TD_SCAN, 1) == 1);
 	}
 	pthread_join(th, NULL);
@@ -301,6 +307,8 @@ static void one_case(enum mode m)
 	close(f.lfd);
 	close(f.go[0]);
 	close(f.go[1]);
+	close(f.sent[0]);
+	close(f.sent[1]);
 	unlink(td_sock);
 }
 
